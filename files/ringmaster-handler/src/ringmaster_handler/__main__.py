@@ -1,0 +1,5 @@
+import sys
+
+from ringmaster_handler.cli import main
+
+sys.exit(main())

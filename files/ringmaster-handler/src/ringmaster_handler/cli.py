@@ -1,0 +1,143 @@
+"""``ringmaster-wsgi [options] dotted.module:app send_spec [recv_spec]``."""
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from ringmaster_handler import __version__
+from ringmaster_handler.exchange import DEFAULT_STREAM_RATE
+from ringmaster_handler.specs import SpecError, pair_specs
+
+PROG = "ringmaster-wsgi"
+LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
+
+
+class UsageError(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Serve a WSGI application to Mongrel2 over ZeroMQ.",
+        epilog=(
+            "Specs: tcp://[ident@]host:port or ipc://[ident@]path; several Mongrel2 fronts as "
+            "comma-separated lists of equal length. Without recv_spec each reply endpoint is "
+            "the request endpoint's port + 1."
+        ),
+    )
+    p.add_argument("app", help="WSGI app as dotted.module:attribute (default attribute: app)")
+    p.add_argument("send_spec", help="where Mongrel2 sends requests (its send_spec)")
+    p.add_argument("recv_spec", nargs="?", help="where Mongrel2 receives replies (recv_spec)")
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log level for stderr (default: info)",
+    )
+    p.add_argument(
+        "--upload-root",
+        default="/var/lib/mongrel2",
+        metavar="DIR",
+        help="Mongrel2's chroot, to find spooled uploads (default: /var/lib/mongrel2)",
+    )
+    p.add_argument(
+        "--script-name-from-route",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="set SCRIPT_NAME to a plain route prefix and strip it from PATH_INFO (default: on)",
+    )
+    p.add_argument("--chdir", metavar="DIR", help="change to DIR before importing the app")
+    p.add_argument(
+        "--pythonpath",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="add DIR to sys.path before importing the app (repeatable)",
+    )
+    p.add_argument(
+        "--subscribe-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long to wait for Mongrel2 to subscribe before taking requests (default: 5)",
+    )
+    p.add_argument(
+        "--stream-rate",
+        type=float,
+        default=DEFAULT_STREAM_RATE / 2**20,
+        metavar="MIB_PER_S",
+        help=(
+            "pace streamed responses (no Content-Length or several chunks) to this many MiB/s "
+            "per response, so Mongrel2's 16-message delivery queue does not overflow "
+            f"(default: {DEFAULT_STREAM_RATE // 2**20})"
+        ),
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def load_app(spec: str):
+    module_name, _, attr = spec.partition(":")
+    attr = attr or "app"
+    if not module_name or not all(part.isidentifier() for part in module_name.split(".")):
+        raise UsageError(f"bad app {spec!r}: expected dotted.module:attribute")
+    if not all(part.isidentifier() for part in attr.split(".")):
+        raise UsageError(f"bad app {spec!r}: {attr!r} is not an attribute name")
+    try:
+        obj = importlib.import_module(module_name)
+    except Exception as exc:
+        raise UsageError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UsageError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if not callable(obj):
+        raise UsageError(f"{spec!r} is not callable (it is a {type(obj).__name__})")
+    return obj
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()), format=LOG_FORMAT, stream=sys.stderr
+    )
+    try:
+        fronts = pair_specs(args.send_spec, args.recv_spec)
+        if args.chdir:
+            try:
+                os.chdir(args.chdir)
+            except OSError as exc:
+                raise UsageError(f"cannot chdir to {args.chdir!r}: {exc.strerror}") from None
+        # Like gunicorn: the app is looked up relative to the working directory.
+        for path in [*reversed(args.pythonpath), os.getcwd()]:
+            if path not in sys.path:
+                sys.path.insert(0, path)
+        app = load_app(args.app)
+        if args.stream_rate <= 0:
+            raise UsageError("--stream-rate must be positive")
+    except (SpecError, UsageError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+
+    from ringmaster_handler.loop import HandlerLoop, describe_fronts
+    from ringmaster_handler.proctitle import set_title
+
+    set_title(f"{PROG} {args.app} -> {describe_fronts(fronts)}")
+    loop = HandlerLoop(
+        app,
+        fronts,
+        upload_root=args.upload_root,
+        script_name_from_route=args.script_name_from_route,
+        subscribe_timeout=args.subscribe_timeout,
+        stream_rate=args.stream_rate * 2**20,
+    )
+    return loop.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

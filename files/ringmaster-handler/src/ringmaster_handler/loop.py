@@ -1,0 +1,333 @@
+"""The serving loop: ZeroMQ sockets, message dispatch, graceful shutdown."""
+
+import contextlib
+import io
+import logging
+import signal
+import socket
+import time
+
+import zmq
+
+from ringmaster_handler import uploads
+from ringmaster_handler.environ import EnvironBuilder
+from ringmaster_handler.errors import ProtocolError
+from ringmaster_handler.exchange import DEFAULT_STREAM_RATE, Exchange
+from ringmaster_handler.request import Request, parse_message
+from ringmaster_handler.response import simple_response, single_reply_prefix, wants_keep_alive
+from ringmaster_handler.specs import Endpoint
+
+log = logging.getLogger("ringmaster_handler.loop")
+
+IDLE_POLL_MS = 1000
+# A blocked send is retried in slices this long so a stop request is noticed.
+SEND_SLICE_MS = 200
+# Give up on a reply after this long without Mongrel2 taking it (it is gone or wedged).
+SEND_TIMEOUT = 30.0
+# Bounds what a stream can hold in our reply queue (messages are up to ~256 KiB).
+REPLY_HWM = 64
+
+
+# How every disconnect notice ends, in both header protocols (the body is fixed JSON).
+_DISCONNECT_TAIL = b'21:{"type":"disconnect"},'
+
+
+class SendTimeout(Exception):
+    pass
+
+
+class HandlerLoop:
+    def __init__(
+        self,
+        app,
+        fronts: list[tuple[Endpoint, Endpoint]],
+        *,
+        upload_root: str = "/var/lib/mongrel2",
+        script_name_from_route: bool = True,
+        subscribe_timeout: float = 5.0,
+        linger_ms: int = 1000,
+        drain_timeout: float = 1.0,
+        stop_timeout: float = 3.5,
+        stream_rate: float = DEFAULT_STREAM_RATE,
+    ) -> None:
+        self.stream_rate = stream_rate
+        self.app = app
+        self.fronts = fronts
+        self.upload_root = upload_root
+        self.environ = EnvironBuilder(script_name_from_route=script_name_from_route)
+        self.subscribe_timeout = subscribe_timeout
+        self.linger_ms = linger_ms
+        self.drain_timeout = drain_timeout
+        self.stop_timeout = stop_timeout
+        self.stopping = False
+        self._stop_deadline = 0.0
+        self._debug = log.isEnabledFor(logging.DEBUG)
+        self.served = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def request_stop(self, *_args) -> None:
+        # Runs as a signal handler: only set flags, the loop does the rest.
+        if not self.stopping:
+            self.stopping = True
+            self._stop_deadline = time.monotonic() + self.stop_timeout
+
+    def run(self) -> int:
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        old_wakeup = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+        old_handlers = {
+            sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        ctx = zmq.Context(io_threads=1)
+        try:
+            self._open_sockets(ctx)
+            self._serve(wake_r)
+            self._drain()
+        finally:
+            self._close_sockets()
+            ctx.term()
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+            signal.set_wakeup_fd(old_wakeup)
+            wake_r.close()
+            wake_w.close()
+        log.info("stopped after %d requests", self.served)
+        return 0
+
+    def _open_sockets(self, ctx: zmq.Context) -> None:
+        idents = {send.ident for send, _ in self.fronts if send.ident}
+        reply = ctx.socket(zmq.XPUB)
+        reply.setsockopt(zmq.LINGER, self.linger_ms)
+        # Report every subscription (not only the first per topic) so each front is counted.
+        reply.setsockopt(zmq.XPUB_VERBOSE, 1)
+        # Block instead of silently dropping replies when Mongrel2 falls behind.
+        reply.setsockopt(zmq.XPUB_NODROP, 1)
+        reply.setsockopt(zmq.SNDHWM, REPLY_HWM)
+        reply.setsockopt(zmq.SNDTIMEO, SEND_SLICE_MS)
+        if len(idents) == 1:
+            reply.setsockopt(zmq.IDENTITY, next(iter(idents)).encode())
+        for _, recv in self.fronts:
+            reply.connect(recv.url)
+        self.reply = reply
+        self._wait_for_subscriptions()
+
+        pull = ctx.socket(zmq.PULL)
+        # Requests still queued here when we exit are lost either way; don't linger on them.
+        pull.setsockopt(zmq.LINGER, 0)
+        if len(idents) == 1:
+            pull.setsockopt(zmq.IDENTITY, next(iter(idents)).encode())
+        for send, _ in self.fronts:
+            pull.connect(send.url)
+        self.pull = pull
+        log.info(
+            "serving %s",
+            ", ".join(f"{send} -> {recv}" for send, recv in self.fronts),
+        )
+
+    def _wait_for_subscriptions(self) -> None:
+        # PUB drops replies until the subscriber's subscription has arrived (slow joiner),
+        # so requests are only taken once every front has subscribed.
+        wanted = len(self.fronts)
+        seen = 0
+        deadline = time.monotonic() + self.subscribe_timeout
+        while seen < wanted and not self.stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning(
+                    "only %d of %d Mongrel2 fronts subscribed within %.1fs; serving anyway",
+                    seen,
+                    wanted,
+                    self.subscribe_timeout,
+                )
+                return
+            if self.reply.poll(min(left, 0.25) * 1000, zmq.POLLIN):
+                msg = self.reply.recv()
+                if msg[:1] == b"\x01":
+                    seen += 1
+                    log.debug("subscription %r", msg[1:])
+
+    def _close_sockets(self) -> None:
+        for name in ("pull", "reply"):
+            sock = getattr(self, name, None)
+            if sock is not None:
+                sock.close()
+
+    # -- receiving -------------------------------------------------------------------------------
+
+    def _serve(self, wake_r: socket.socket) -> None:
+        pull = self.pull
+        recv = pull.recv
+        dispatch = self.dispatch
+        poller = zmq.Poller()
+        poller.register(pull, zmq.POLLIN)
+        poller.register(self.reply, zmq.POLLIN)
+        poller.register(wake_r.fileno(), zmq.POLLIN)
+        noblock = zmq.NOBLOCK
+        again = zmq.Again
+        while not self.stopping:
+            try:
+                msg = recv(noblock)
+            except again:
+                for sock, _ in poller.poll(IDLE_POLL_MS):
+                    if sock is self.reply:
+                        self._drain_subscriptions()
+                    elif sock == wake_r.fileno():
+                        _drain_fd(wake_r)
+                continue
+            dispatch(msg)
+
+    def _drain_subscriptions(self) -> None:
+        # Mongrel2 re-subscribes after a restart; read those notices so they don't pile up.
+        while True:
+            try:
+                msg = self.reply.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if self._debug:
+                log.debug("subscription notice %r", msg)
+
+    def _drain(self) -> None:
+        """After a stop: take no new work, but serve what is already queued here."""
+        for send, _ in self.fronts:
+            with contextlib.suppress(zmq.ZMQError):
+                self.pull.disconnect(send.url)
+        deadline = time.monotonic() + self.drain_timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.pull.poll(min(left, 0.05) * 1000, zmq.POLLIN):
+                return
+            try:
+                msg = self.pull.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                continue
+            self.dispatch(msg)
+
+    # -- dispatch --------------------------------------------------------------------------------
+
+    def dispatch(self, msg: bytes) -> None:
+        """Handle one message; nothing a message contains may end the loop."""
+        if msg.endswith(_DISCONNECT_TAIL):
+            # Every closed client connection sends one of these; with Connection: close
+            # clients that is one per request, so skip parsing what needs no answer.
+            if self._debug:
+                log.debug("disconnect: %r", msg[:80])
+            return
+        try:
+            req = parse_message(msg)
+        except ProtocolError as exc:
+            log.warning("dropped a malformed message (%d bytes): %s", len(msg), exc)
+            return
+        except Exception:
+            log.exception("dropped a message that failed to parse (%d bytes)", len(msg))
+            return
+        try:
+            if req.is_control:
+                self._control(req)
+            elif uploads.UPLOAD_START in req.headers or uploads.UPLOAD_DONE in req.headers:
+                self._upload(req)
+            else:
+                self.serve(req, io.BytesIO(req.body), None)
+        except SendTimeout as exc:
+            log.error("reply to %r conn %s abandoned: %s", req.sender, req.conn_id, exc)
+        except Exception:
+            log.exception("internal error handling %r", req)
+
+    def _control(self, req: Request) -> None:
+        try:
+            data = req.control_data()
+        except ProtocolError as exc:
+            log.warning("bad control message from %r: %s", req.sender, exc)
+            return
+        if self._debug:
+            log.debug("control %s for %r conn %s", data.get("type"), req.sender, req.conn_id)
+
+    def _upload(self, req: Request) -> None:
+        notice = uploads.classify(req)
+        if notice is uploads.Notice.NONE:
+            # A client forged the notice headers on an ordinary request: just serve it.
+            self.serve(req, io.BytesIO(req.body), None)
+            return
+        if notice is uploads.Notice.STARTED:
+            if self._debug:
+                log.debug("upload started for conn %s", req.conn_id)
+            return
+        try:
+            stream, path, size = uploads.open_spooled(req, self.upload_root)
+        except uploads.UploadError as exc:
+            log.error("rejected spooled upload for conn %s: %s", req.conn_id, exc)
+            prefix = single_reply_prefix(req.sender, req.conn_id)
+            self.send(prefix + simple_response(400, False))
+            self.send(prefix)
+            return
+        try:
+            with stream:
+                self.serve(req, stream, str(size))
+        finally:
+            uploads.remove_spooled(path)
+
+    # -- serving ---------------------------------------------------------------------------------
+
+    def serve(self, req: Request, wsgi_input, content_length: str | None) -> None:
+        h = req.headers
+        version = h.get("VERSION", "HTTP/1.0")
+        prefix = single_reply_prefix(req.sender, req.conn_id)
+        connection = h.get("connection")
+        exchange = Exchange(
+            self.send,
+            version,
+            version == "HTTP/1.1" if connection is None else wants_keep_alive(version, connection),
+            h["METHOD"] == "HEAD",
+            self.stream_rate,
+            prefix,
+        )
+        try:
+            environ = self.environ.build(req, wsgi_input, content_length)
+        except Exception:
+            log.exception("cannot build an environ for %r", req)
+            self.send(prefix + simple_response(400, False))
+            self.send(prefix)
+            return
+        self.served += 1
+        try:
+            exchange.run(self.app, environ)
+        except SendTimeout:
+            raise
+        except Exception as exc:
+            log.exception(
+                "app failed on %s %s", environ["REQUEST_METHOD"], environ.get("PATH_INFO")
+            )
+            exchange.fail(exc)
+
+    def send(self, data: bytes) -> None:
+        """Send one reply message, waiting (bounded) while Mongrel2 is behind."""
+        try:
+            self.reply.send(data, copy=False)
+            return
+        except zmq.Again:
+            pass
+        started = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if self.stopping and now > self._stop_deadline:
+                raise SendTimeout("stopping and Mongrel2 is not taking replies")
+            if now - started > SEND_TIMEOUT:
+                raise SendTimeout(f"Mongrel2 took no reply for {SEND_TIMEOUT:.0f}s")
+            try:
+                self.reply.send(data, copy=False)
+                return
+            except zmq.Again:
+                continue
+
+
+def _drain_fd(sock: socket.socket) -> None:
+    try:
+        while sock.recv(512):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+
+
+def describe_fronts(fronts: list[tuple[Endpoint, Endpoint]]) -> str:
+    return ",".join(send.ident or send.address for send, _ in fronts)

@@ -1,0 +1,111 @@
+"""WSGI apps the integration tests serve."""
+
+import hashlib
+import json
+import time
+from wsgiref.validate import validator
+
+
+def hello(environ, start_response):
+    body = b"Hello, World!"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def _json(start_response, data, status="200 OK"):
+    body = json.dumps(data, sort_keys=True).encode()
+    start_response(status, [("Content-Type", "application/json")])
+    return [body]
+
+
+def _chunks(n, size):
+    for i in range(n):
+        yield bytes([65 + i % 26]) * size
+
+
+def _stream_gen(n, size, delay):
+    for chunk in _chunks(n, size):
+        if delay:
+            time.sleep(delay)
+        yield chunk
+
+
+def router(environ, start_response):
+    """One app with many behaviours, selected by PATH_INFO."""
+    path = environ["PATH_INFO"]
+    qs = dict(p.partition("=")[::2] for p in environ["QUERY_STRING"].split("&") if p)
+    if path.endswith("/environ"):
+        return _json(
+            start_response,
+            {k: v for k, v in environ.items() if type(v) in (str, bool, int, tuple, list)},
+        )
+    if path == "/echo":
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        start_response(
+            "200 OK",
+            [("Content-Type", "application/octet-stream"), ("X-Method", environ["REQUEST_METHOD"])],
+        )
+        return [body]
+    if path == "/digest":
+        # Reads the upload in pieces, as a careful app would.
+        h = hashlib.sha256()
+        total = 0
+        stream = environ["wsgi.input"]
+        while True:
+            block = stream.read(1 << 16)
+            if not block:
+                break
+            h.update(block)
+            total += len(block)
+        return _json(
+            start_response,
+            {"sha256": h.hexdigest(), "length": total, "cl": environ.get("CONTENT_LENGTH")},
+        )
+    if path == "/stream":
+        n, size = int(qs.get("n", 10)), int(qs.get("size", 1000))
+        delay = float(qs.get("delay", 0))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return _stream_gen(n, size, delay)
+    if path == "/write":
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written-")
+        return [b"returned"]
+    if path == "/boom":
+        raise RuntimeError("boom (expected by the test)")
+    if path == "/boom-late":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def gen():
+            yield b"partial"
+            raise RuntimeError("late boom (expected by the test)")
+
+        return gen()
+    if path == "/sleep":
+        time.sleep(float(qs.get("s", 1)))
+        return hello(environ, start_response)
+    if path == "/status":
+        code = qs.get("code", "204")
+        start_response(f"{code} Whatever", [])
+        return []
+    if path == "/close-counter":
+        return ClosingBody(start_response)
+    return hello(environ, start_response)
+
+
+CLOSED = []
+
+
+class ClosingBody:
+    """An iterable with close(), to check the handler calls it."""
+
+    def __init__(self, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def __iter__(self):
+        yield b"closing body"
+
+    def close(self):
+        CLOSED.append(time.time())
+
+
+validated_router = validator(router)

@@ -1,0 +1,104 @@
+"""Bad input fails deploy.yml early, names the variable, and leaves the host untouched.
+
+Runs the real playbook against a fresh systemd container from the test image.
+"""
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE = os.environ.get("RINGMASTER_IMAGE", "localhost/ringmaster-debian12:latest")
+
+CASES = [
+    pytest.param({"wsgi_app_processes": -1}, "wsgi_app_processes", id="negative-process-count"),
+    pytest.param({"wsgi_app_processes": "many"}, "wsgi_app_processes", id="process-count-not-a-number"),
+    pytest.param({"mongrel2_port": 70000}, "mongrel2_port", id="port-above-range"),
+    pytest.param({"mongrel2_port": 0}, "mongrel2_port", id="port-zero"),
+    pytest.param(
+        {"mongrel2_handlers": [{"name": "app", "send_port": 9997, "recv_port": 99999}]},
+        "mongrel2_handlers[0]",
+        id="handler-port-out-of-range",
+    ),
+    pytest.param({"wsgi_app_front_send_port": -5}, "wsgi_app_front_send_port", id="front-port-negative"),
+    pytest.param({"wsgi_app_module": "hello"}, "wsgi_app_module", id="app-without-callable"),
+    pytest.param({"wsgi_app_module": "hello:"}, "wsgi_app_module", id="app-empty-callable"),
+    pytest.param({"wsgi_app_source_dir": "/nonexistent/app"}, "wsgi_app_source_dir", id="missing-app-source"),
+    pytest.param(
+        {"mongrel2_routes": [{"path": "/", "handler": "nope"}]}, "mongrel2_routes[0]", id="route-to-unknown-handler"
+    ),
+    pytest.param({"circus_log_level": "loud"}, "circus_log_level", id="bad-choice"),
+    pytest.param({"circus_venv_dir": "relative/venv"}, "circus_venv_dir", id="relative-path"),
+]
+
+
+def _podman(*args, check=True):
+    return subprocess.run(["podman", *args], check=check, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    name = f"ringmaster-preflight-{uuid.uuid4().hex[:8]}"
+    _podman("run", "-d", "--name", name, "--hostname", name, "--systemd=always", IMAGE, "/sbin/init")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = _podman("exec", name, "systemctl", "is-system-running", check=False).stdout.strip()
+            if state in ("running", "degraded"):
+                break
+            time.sleep(1)
+        # Everything a deploy would touch is compared against this moment.
+        _podman("exec", name, "touch", "-d", "@1", "/root/.before-preflight")
+        time.sleep(1.1)
+        _podman("exec", name, "touch", "/root/.before-preflight")
+        inventory = tmp_path_factory.mktemp("inventory") / "hosts.yml"
+        inventory.write_text(
+            json.dumps(
+                {
+                    "all": {
+                        "vars": {
+                            "ansible_connection": "containers.podman.podman",
+                            "ansible_python_interpreter": "/usr/bin/python3",
+                        },
+                        "children": {"front": {"hosts": {name: None}}, "worker": {"hosts": {name: None}}},
+                    }
+                }
+            )
+        )
+        yield name, inventory
+    finally:
+        _podman("rm", "-f", "-t", "0", name, check=False)
+
+
+def _changed_paths(name):
+    found = _podman(
+        "exec", name, "find", "/etc", "/opt", "/usr/local", "/var/lib/mongrel2", "-newer",
+        "/root/.before-preflight", check=False,
+    )
+    return [line for line in found.stdout.splitlines() if line]
+
+
+@pytest.mark.parametrize(("extra_vars", "named"), CASES)
+def test_bad_input_fails_before_any_change(host, tmp_path, extra_vars, named):
+    name, inventory = host
+    varfile = tmp_path / "vars.json"
+    varfile.write_text(json.dumps(extra_vars))
+    result = subprocess.run(
+        ["ansible-playbook", "-i", str(inventory), str(REPO / "playbooks" / "deploy.yml"), "-e", f"@{varfile}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert named in output, output
+    # The first play is the preflight; no later play may have started.
+    assert "PLAY [Circus on every host]" not in output, output
+    assert _changed_paths(name) == []
+    assert _podman("exec", name, "dpkg-query", "-W", "mongrel2-core", check=False).returncode != 0
