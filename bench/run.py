@@ -54,9 +54,7 @@ def ensure_venv() -> Path:
         shutil.rmtree(venv, ignore_errors=True)
         print(f"building {venv} (uWSGI compiles from source: ~2 min)", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run(
-            [*pip, "-r", str(BENCH / "requirements.txt")], check=True, timeout=900
-        )
+        subprocess.run([*pip, "-r", str(BENCH / "requirements.txt")], check=True, timeout=900)
         (venv / ".complete").write_text("ok\n")
     # Build from a copy so no build/ or egg-info lands in the source tree.
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,9 +145,7 @@ class Server:
 
     def spawn(self, argv, **kw) -> subprocess.Popen:
         log = open(self.workdir / f"{self.name}-{len(self.procs_started)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            argv, cwd=kw.pop("cwd", BENCH), stdout=log, stderr=log, **kw
-        )
+        proc = subprocess.Popen(argv, cwd=kw.pop("cwd", BENCH), stdout=log, stderr=log, **kw)
         self.procs_started.append(proc)
         return proc
 
@@ -189,9 +185,7 @@ servers = [main]
             ["m2sh", "load", "-config", "mongrel2.conf", "-db", "config.sqlite"],
             cwd=root, env=env, check=True, capture_output=True, timeout=30,
         )  # fmt: skip
-        self.mongrel2 = self.spawn(
-            ["mongrel2", "config.sqlite", "bench-server"], cwd=root
-        )
+        self.mongrel2 = self.spawn(["mongrel2", "config.sqlite", "bench-server"], cwd=root)
         for _ in range(self.procs):
             self.spawn(
                 [self.bin("ringmaster-wsgi"), "--log-level", "warning", "hello:app",
@@ -267,9 +261,7 @@ class UWSGIRouter(UWSGI):
         found = []
         for pid in children(self.master.pid):
             with contextlib.suppress(OSError):
-                if "http" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(
-                    errors="replace"
-                ):
+                if "http" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
                     found.append(pid)
         return found[-1:] if len(children(self.master.pid)) > self.procs else []
 
@@ -307,15 +299,11 @@ def run_wrk(port: int, mode: str, duration: float, connections: int) -> dict:
         raise RuntimeError(f"unexpected wrk output: {out}{proc.stderr}")
     result = {"rps": float(m.group(1))}
     for pct in ("50", "99"):
-        m = re.search(
-            rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE
-        )
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
         scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
         result[f"p{pct}"] = float(m.group(1)) * scale
     errors = 0
-    m = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
-    )
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if m:
         errors += sum(int(x) for x in m.groups())
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -325,16 +313,12 @@ def run_wrk(port: int, mode: str, duration: float, connections: int) -> dict:
     return result
 
 
-def loss_client(
-    port: int, mode: str, connections: int, per_conn: int, timeout: float
-) -> dict:
+def loss_client(port: int, mode: str, connections: int, per_conn: int, timeout: float) -> dict:
     """Our own client: every request it sends is accounted for (ok, error, or lost)."""
     counts = {"sent": 0, "ok": 0, "error": 0, "lost": 0}
     latencies: list[float] = []
     lock = threading.Lock()
-    request = b"GET / HTTP/1.1\r\nHost: bench\r\n" + (
-        b"Connection: close\r\n\r\n" if mode == "close" else b"\r\n"
-    )
+    request = b"GET / HTTP/1.1\r\nHost: bench\r\n" + (b"Connection: close\r\n\r\n" if mode == "close" else b"\r\n")
 
     def one_response(sock: socket.socket, buf: bytearray) -> bool:
         """Read one response; return whether the server keeps the connection."""
@@ -345,13 +329,9 @@ def loss_client(
             buf += data
         head, _, rest = bytes(buf).partition(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
-        if not lines[0].startswith("HTTP/1.1 200") and not lines[0].startswith(
-            "HTTP/1.0 200"
-        ):
+        if not lines[0].startswith("HTTP/1.1 200") and not lines[0].startswith("HTTP/1.0 200"):
             raise ValueError(lines[0])
-        headers = {
-            k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])
-        }
+        headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
         length = int(headers.get("content-length", "-1"))
         body = bytearray(rest)
         if length >= 0:
@@ -377,9 +357,7 @@ def loss_client(
             began = time.monotonic()
             try:
                 if sock is None:
-                    sock = socket.create_connection(
-                        ("127.0.0.1", port), timeout=timeout
-                    )
+                    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
                     buf = bytearray()
                 sock.sendall(request)
                 if not one_response(sock, buf):
@@ -415,12 +393,8 @@ def loss_client(
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    p.add_argument(
-        "--procs", type=int, default=1, help="Python processes per server (default 1)"
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--procs", type=int, default=1, help="Python processes per server (default 1)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     p.add_argument("--connections", type=int, default=16)
@@ -434,11 +408,7 @@ def main() -> int:
 
     venv = ensure_venv()
     workdir = Path(tempfile.mkdtemp(prefix="ringmaster-bench-"))
-    kinds = [
-        k
-        for k in SERVERS
-        if not args.only or any(k.name.startswith(o) for o in args.only)
-    ]
+    kinds = [k for k in SERVERS if not args.only or any(k.name.startswith(o) for o in args.only)]
     servers = [k(venv, args.procs, workdir) for k in kinds]
     results: dict[tuple[str, str], list[dict]] = {}
     losses: dict[tuple[str, str], dict] = {}
@@ -460,14 +430,9 @@ def main() -> int:
                           f"p50 {res['p50']:.2f} ms p99 {res['p99']:.2f} ms", flush=True)  # fmt: skip
         for s in servers:
             workers = s.worker_pids()
-            rss[s.name] = (
-                f"{statistics.mean(rss_mb(w) for w in workers):.1f} MB x{len(workers)}"
-                f" ({s.extra_rss()})"
-            )
+            rss[s.name] = f"{statistics.mean(rss_mb(w) for w in workers):.1f} MB x{len(workers)} ({s.extra_rss()})"
             for mode in MODES:
-                losses[(s.name, mode)] = loss_client(
-                    s.port, mode, args.connections, args.loss_requests, 2.0
-                )
+                losses[(s.name, mode)] = loss_client(s.port, mode, args.connections, args.loss_requests, 2.0)
     finally:
         for s in servers:
             s.stop()
@@ -532,9 +497,7 @@ def report(results, losses, rss, args) -> None:
                 )  # fmt: skip
         worker_rss = float(rss.get(rm, "nan").split()[0])
         checks.append(("<= 25 MB RSS per handler process", worker_rss <= 25))
-        checks.append(
-            ("no lost requests", all(losses[(rm, m)]["lost"] == 0 for m in MODES))
-        )
+        checks.append(("no lost requests", all(losses[(rm, m)]["lost"] == 0 for m in MODES)))
         for text, ok in checks:
             print(f"  [{'PASS' if ok else 'FAIL'}] {text}")
 

@@ -95,9 +95,12 @@ if '--no-setuptools' in sys.argv:
 PY
 fi
 
+# A private TMPDIR: ansible-test keeps scripts it runs later in temp files, and /tmp is shared with other jobs.
+mkdir "$work/tmp"
+
 run() {
     echo "+ ansible-test $*" >&2
-    (cd "$dest" && HOME="$test_home" PATH="$venv/bin:$PATH" "$ansible_test" "$@")
+    (cd "$dest" && HOME="$test_home" TMPDIR="$work/tmp" PATH="$venv/bin:$PATH" "$ansible_test" "$@")
 }
 
 status=0

@@ -8,7 +8,7 @@ set -euo pipefail
 RINGMASTER_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$RINGMASTER_ROOT/.venv"
 
-_ringmaster_packages=(podman runc debootstrap mongrel2-core python3-venv curl git)
+_ringmaster_packages=(podman runc debootstrap mongrel2-core python3-venv curl git shellcheck)
 
 ringmaster_install_packages() {
     local missing=()

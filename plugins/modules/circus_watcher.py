@@ -1,12 +1,13 @@
 #!/usr/bin/python
-# ansible-test wants modules to have this shebang and no execute bit.
-# ruff: noqa: EXE001
 
 # Copyright (c) 2025, Ringmaster engineers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import annotations
+
+# Ansible modules put DOCUMENTATION, EXAMPLES and RETURN before the imports.
+# ruff: noqa: E402
 
 DOCUMENTATION = r"""
 module: circus_watcher
@@ -191,20 +192,20 @@ import shlex
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-DEFAULT_ENDPOINT = 'ipc:///run/circus/control.sock'
-DEFAULT_CIRCUSCTL = '/opt/ringmaster/circus/venv/bin/circusctl'
+DEFAULT_ENDPOINT = "ipc:///run/circus/control.sock"
+DEFAULT_CIRCUSCTL = "/opt/ringmaster/circus/venv/bin/circusctl"
 
 # Without --waiting circusd answers before the processes are spawned or gone, and the state read back afterwards
 # could still be the old one. --match simple stops start/stop/restart from treating the watcher name as a glob.
 ACTION_FLAGS = {
-    'start': ('--match', 'simple', '--waiting'),
-    'stop': ('--match', 'simple', '--waiting'),
-    'restart': ('--match', 'simple', '--waiting'),
-    'reload': ('--waiting',),
-    'set': ('--waiting',),
+    "start": ("--match", "simple", "--waiting"),
+    "stop": ("--match", "simple", "--waiting"),
+    "restart": ("--match", "simple", "--waiting"),
+    "reload": ("--waiting",),
+    "set": ("--waiting",),
 }
 
-STATE_COMMANDS = {'restarted': 'restart', 'reloaded': 'reload'}
+STATE_COMMANDS = {"restarted": "restart", "reloaded": "reload"}
 
 
 class CircusError(Exception):
@@ -216,14 +217,14 @@ class CircusError(Exception):
 
 
 def build_argv(circusctl, endpoint, timeout, args):
-    return [circusctl, '--json', '--endpoint', endpoint, '--timeout', str(timeout), *args]
+    return [circusctl, "--json", "--endpoint", endpoint, "--timeout", str(timeout), *args]
 
 
 def load_reply(stdout):
     """Return the JSON object circusctl printed, or None."""
-    lines = (stdout or '').strip().splitlines()
+    lines = (stdout or "").strip().splitlines()
     # Anything the interpreter running circusctl warns about on stdout comes before the one-line reply.
-    for candidate in ('\n'.join(lines), lines[-1] if lines else ''):
+    for candidate in ("\n".join(lines), lines[-1] if lines else ""):
         try:
             reply = json.loads(candidate)
         except ValueError:
@@ -237,48 +238,49 @@ def parse_reply(rc, stdout, stderr, endpoint, timeout, args):
     """Turn one circusctl --json run into circusd's reply, raising CircusError on any failure."""
     command = shlex.join(args)
     if rc != 0:
-        detail = (stderr or stdout or '').strip()
-        if 'timed out' in detail.lower():
+        detail = (stderr or stdout or "").strip()
+        if "timed out" in detail.lower():
             raise CircusError(
                 f'No answer from circusd at {endpoint} within {timeout}s to "{command}": circusd is not running or '
-                f'not listening on that endpoint, or the command took longer than the timeout option allows')
-        last_line = detail.splitlines()[-1] if detail else 'no output'
+                f"not listening on that endpoint, or the command took longer than the timeout option allows"
+            )
+        last_line = detail.splitlines()[-1] if detail else "no output"
         raise CircusError(f'circusctl failed (rc={rc}) running "{command}" against circusd at {endpoint}: {last_line}')
     reply = load_reply(stdout)
     if reply is None:
-        output = (stdout or stderr or '').strip() or 'no output'
+        output = (stdout or stderr or "").strip() or "no output"
         raise CircusError(f'circusctl printed no JSON reply for "{command}" against circusd at {endpoint}: {output}')
     # circusctl --json exits 0 whatever circusd answers; only the reply tells a refusal apart.
-    if reply.get('status') == 'error':
-        reason = reply.get('reason') or 'unknown error'
+    if reply.get("status") == "error":
+        reason = reply.get("reason") or "unknown error"
         raise CircusError(f'circusd at {endpoint} refused "{command}": {reason}', reason=reason)
     return reply
 
 
 def is_missing_watcher(reason, name):
-    return (reason or '').lower() == f'program {name} not found'.lower()
+    return (reason or "").lower() == f"program {name} not found".lower()
 
 
 def parse_watcher(status_reply, get_reply, list_reply):
     return {
         # 'status NAME' replaces the reply's own "status" with the watcher's status.
-        'state': status_reply['status'],
-        'numprocesses': int(get_reply['options']['numprocesses']),
-        'pids': sorted(int(pid) for pid in list_reply.get('pids', [])),
+        "state": status_reply["status"],
+        "numprocesses": int(get_reply["options"]["numprocesses"]),
+        "pids": sorted(int(pid) for pid in list_reply.get("pids", [])),
     }
 
 
 def plan_actions(current, name, state, numprocesses):
     """Return the circusctl commands, as argument tuples without flags, that turn current into what is asked."""
     scale = None
-    if numprocesses is not None and numprocesses != current['numprocesses']:
-        scale = ('set', name, 'numprocesses', str(numprocesses))
+    if numprocesses is not None and numprocesses != current["numprocesses"]:
+        scale = ("set", name, "numprocesses", str(numprocesses))
 
     actions = []
-    if state == 'stopped':
+    if state == "stopped":
         # Stop first: scaling an active watcher up before stopping it would spawn processes only to kill them.
-        if current['state'] != 'stopped':
-            actions.append(('stop', name))
+        if current["state"] != "stopped":
+            actions.append(("stop", name))
         if scale:
             actions.append(scale)
         return actions
@@ -288,36 +290,38 @@ def plan_actions(current, name, state, numprocesses):
         actions.append(scale)
     if state in STATE_COMMANDS:
         actions.append((STATE_COMMANDS[state], name))
-    elif current['state'] != 'active':
-        actions.append(('start', name))
+    elif current["state"] != "active":
+        actions.append(("start", name))
     return actions
 
 
 def check_feasible(current, name, state, numprocesses):
     """Return why the request can never converge, or None."""
-    target = current['numprocesses'] if numprocesses is None else numprocesses
-    starts = state == 'restarted' or (state != 'stopped' and current['state'] != 'active')
+    target = current["numprocesses"] if numprocesses is None else numprocesses
+    starts = state == "restarted" or (state != "stopped" and current["state"] != "active")
     if starts and target == 0:
         # circusd "starts" a watcher without processes by leaving it stopped, so every run would report a change.
-        return (f'Cannot start watcher {name} with numprocesses=0: circusd leaves a watcher without processes '
-                f'stopped. Set numprocesses above 0 or use state=stopped.')
+        return (
+            f"Cannot start watcher {name} with numprocesses=0: circusd leaves a watcher without processes "
+            f"stopped. Set numprocesses above 0 or use state=stopped."
+        )
     return None
 
 
 def expected_state(state):
-    return 'stopped' if state == 'stopped' else 'active'
+    return "stopped" if state == "stopped" else "active"
 
 
 def predict(current, state, numprocesses):
     return {
-        'state': expected_state(state),
-        'numprocesses': current['numprocesses'] if numprocesses is None else numprocesses,
-        'pids': list(current['pids']),
+        "state": expected_state(state),
+        "numprocesses": current["numprocesses"] if numprocesses is None else numprocesses,
+        "pids": list(current["pids"]),
     }
 
 
 def summary(watcher):
-    return {'state': watcher['state'], 'numprocesses': watcher['numprocesses']}
+    return {"state": watcher["state"], "numprocesses": watcher["numprocesses"]}
 
 
 class Circusctl:
@@ -339,20 +343,20 @@ class Circusctl:
 
     def read(self, name):
         try:
-            status_reply = self.call('status', name)
+            status_reply = self.call("status", name)
         except CircusError as e:
             if is_missing_watcher(e.reason, name):
                 raise CircusError(self.missing_message(name), reason=e.reason) from e
             raise
-        return parse_watcher(status_reply, self.call('get', name, 'numprocesses'), self.call('list', name))
+        return parse_watcher(status_reply, self.call("get", name, "numprocesses"), self.call("list", name))
 
     def missing_message(self, name):
-        message = f'Watcher {name} not found on circusd at {self.endpoint}'
+        message = f"Watcher {name} not found on circusd at {self.endpoint}"
         try:
-            known = self.call('list').get('watchers', [])
+            known = self.call("list").get("watchers", [])
         except CircusError:
             return message
-        return f'{message} (known watchers: {", ".join(known) or "none"})'
+        return f"{message} (known watchers: {', '.join(known) or 'none'})"
 
 
 def find_circusctl(module, path):
@@ -362,34 +366,36 @@ def find_circusctl(module, path):
             return found
     elif os.path.isfile(path) and os.access(path, os.X_OK):
         return path
-    module.fail_json(msg=f'circusctl executable not found at {path}: set the circusctl option to the circusctl of '
-                         f'the circus installation (usually in its virtualenv)')
+    module.fail_json(
+        msg=f"circusctl executable not found at {path}: set the circusctl option to the circusctl of "
+        f"the circus installation (usually in its virtualenv)"
+    )
     return None
 
 
 def run_module(module):
     params = module.params
-    name = params['name']
-    state = params['state']
-    numprocesses = params['numprocesses']
+    name = params["name"]
+    state = params["state"]
+    numprocesses = params["numprocesses"]
     if numprocesses is not None and numprocesses < 0:
-        module.fail_json(msg=f'numprocesses must be 0 or more, got {numprocesses}')
-    if params['timeout'] < 1:
-        module.fail_json(msg=f'timeout must be at least 1 second, got {params["timeout"]}')
+        module.fail_json(msg=f"numprocesses must be 0 or more, got {numprocesses}")
+    if params["timeout"] < 1:
+        module.fail_json(msg=f"timeout must be at least 1 second, got {params['timeout']}")
 
-    ctl = Circusctl(module, find_circusctl(module, params['circusctl']), params['endpoint'], params['timeout'])
-    result = {'changed': False, 'name': name, 'actions': []}
+    ctl = Circusctl(module, find_circusctl(module, params["circusctl"]), params["endpoint"], params["timeout"])
+    result = {"changed": False, "name": name, "actions": []}
 
     try:
         before = ctl.read(name)
-        result['previous'] = before
+        result["previous"] = before
         problem = check_feasible(before, name, state, numprocesses)
         if problem:
             module.fail_json(msg=problem, **result)
 
         actions = plan_actions(before, name, state, numprocesses)
-        result['actions'] = [shlex.join(action) for action in actions]
-        result['changed'] = bool(actions)
+        result["actions"] = [shlex.join(action) for action in actions]
+        result["changed"] = bool(actions)
         if not actions:
             after = before
         elif module.check_mode:
@@ -401,32 +407,33 @@ def run_module(module):
     except CircusError as e:
         module.fail_json(msg=to_native(e), **result)
 
-    result.update(state=after['state'], numprocesses=after['numprocesses'], pids=after['pids'])
+    result.update(state=after["state"], numprocesses=after["numprocesses"], pids=after["pids"])
     if module._diff:
-        result['diff'] = {'before': summary(before), 'after': summary(after)}
+        result["diff"] = {"before": summary(before), "after": summary(after)}
 
     wanted = expected_state(state)
-    if actions and not module.check_mode and after['state'] != wanted:
-        sent = '; '.join(result['actions'])
-        module.fail_json(msg=f'Watcher {name} is {after["state"]} after "{sent}", expected {wanted}; see the circusd log',
-                         **result)
+    if actions and not module.check_mode and after["state"] != wanted:
+        sent = "; ".join(result["actions"])
+        module.fail_json(
+            msg=f'Watcher {name} is {after["state"]} after "{sent}", expected {wanted}; see the circusd log', **result
+        )
     return result
 
 
 def main():
     module = AnsibleModule(
         argument_spec={
-            'name': {'type': 'str', 'required': True},
-            'state': {'type': 'str', 'default': 'started', 'choices': ['started', 'stopped', 'restarted', 'reloaded']},
-            'numprocesses': {'type': 'int'},
-            'endpoint': {'type': 'str', 'default': DEFAULT_ENDPOINT},
-            'circusctl': {'type': 'path', 'default': DEFAULT_CIRCUSCTL},
-            'timeout': {'type': 'int', 'default': 10},
+            "name": {"type": "str", "required": True},
+            "state": {"type": "str", "default": "started", "choices": ["started", "stopped", "restarted", "reloaded"]},
+            "numprocesses": {"type": "int"},
+            "endpoint": {"type": "str", "default": DEFAULT_ENDPOINT},
+            "circusctl": {"type": "path", "default": DEFAULT_CIRCUSCTL},
+            "timeout": {"type": "int", "default": 10},
         },
         supports_check_mode=True,
     )
     module.exit_json(**run_module(module))
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

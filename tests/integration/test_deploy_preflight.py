@@ -77,8 +77,16 @@ def host(tmp_path_factory):
 
 def _changed_paths(name):
     found = _podman(
-        "exec", name, "find", "/etc", "/opt", "/usr/local", "/var/lib/mongrel2", "-newer",
-        "/root/.before-preflight", check=False,
+        "exec",
+        name,
+        "find",
+        "/etc",
+        "/opt",
+        "/usr/local",
+        "/var/lib/mongrel2",
+        "-newer",
+        "/root/.before-preflight",
+        check=False,
     )
     return [line for line in found.stdout.splitlines() if line]
 

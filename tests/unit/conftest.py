@@ -21,10 +21,10 @@ def _install_collection_finder():
         return  # ansible-test units installed one for its own tree
 
     # The collection loader only finds a collection under <path>/ansible_collections/<namespace>/<name>.
-    tree = tempfile.mkdtemp(prefix='ringmaster-units.')
+    tree = tempfile.mkdtemp(prefix="ringmaster-units.")
     atexit.register(shutil.rmtree, tree, True)
-    os.makedirs(os.path.join(tree, 'ansible_collections', 'ringmaster'))
-    os.symlink(COLLECTION_ROOT, os.path.join(tree, 'ansible_collections', 'ringmaster', 'stack'))
+    os.makedirs(os.path.join(tree, "ansible_collections", "ringmaster"))
+    os.symlink(COLLECTION_ROOT, os.path.join(tree, "ansible_collections", "ringmaster", "stack"))
     finder_class(paths=[tree])._install()
 
 

@@ -81,6 +81,9 @@ def router(environ, start_response):
 
         return gen()
     if path == "/sleep":
+        if "mark" in qs:  # tells a test the request is being served now
+            with open(qs["mark"], "w"):
+                pass
         time.sleep(float(qs.get("s", 1)))
         return hello(environ, start_response)
     if path == "/status":

@@ -1,5 +1,12 @@
+import os
 import sys
+import tempfile
 from pathlib import Path
+
+# Hypothesis keeps caches in ./.hypothesis; keep them out of the working tree.
+os.environ.setdefault(
+    "HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "ringmaster-hypothesis")
+)
 
 import pytest
 

@@ -338,12 +338,14 @@ def test_sigterm_finishes_the_current_request_and_exits_0(tmp_path):
     with running(m2.start(), handler.start()):
         result = {}
 
+        mark = tmp_path / "serving"
+
         def slow_request():
-            result["reply"] = request(m2, "GET", "/sleep?s=1")
+            result["reply"] = request(m2, "GET", f"/sleep?s=1&mark={mark}")
 
         t = threading.Thread(target=slow_request)
         t.start()
-        time.sleep(0.3)  # the app is sleeping now
+        wait_for(mark.exists, 10, "the app to start the slow request")
         started = time.monotonic()
         handler.proc.send_signal(signal.SIGTERM)
         rc = handler.proc.wait(5)

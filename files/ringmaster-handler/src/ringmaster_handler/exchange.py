@@ -298,9 +298,9 @@ class Exchange:
         now = time.monotonic()
         if now < self._next_send:
             time.sleep(self._next_send - now)
-            now = time.monotonic()
-        self._next_send = now + max(MIN_MESSAGE_GAP, len(payload) / self._stream_rate)
         self._emit(payload)
+        # Measured from the end of this send, so the gap holds however long the send took.
+        self._next_send = time.monotonic() + max(MIN_MESSAGE_GAP, len(payload) / self._stream_rate)
 
     def _emit(self, payload: bytes) -> None:
         self.messages += 1

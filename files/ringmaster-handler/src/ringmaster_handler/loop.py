@@ -24,7 +24,7 @@ IDLE_POLL_MS = 1000
 SEND_SLICE_MS = 200
 # Give up on a reply after this long without Mongrel2 taking it (it is gone or wedged).
 SEND_TIMEOUT = 30.0
-# Bounds what a stream can hold in our reply queue (messages are up to ~256 KiB).
+# Bounds what a stream can hold in our reply queue (streamed messages are up to 1 MiB).
 REPLY_HWM = 64
 
 
@@ -261,11 +261,11 @@ class HandlerLoop:
             self.send(prefix + simple_response(400, False))
             self.send(prefix)
             return
-        try:
-            with stream:
-                self.serve(req, stream, str(size))
-        finally:
-            uploads.remove_spooled(path)
+        # Unlink first: the open file stays readable, and nothing is left behind even if
+        # this process dies while the app reads it.
+        uploads.remove_spooled(path)
+        with stream:
+            self.serve(req, stream, str(size))
 
     # -- serving ---------------------------------------------------------------------------------
 

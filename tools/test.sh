@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Every test: lint, unit tests, the handler's tests against a real Mongrel2,
+# the module's sanity and integration tests against a real circusd, the
+# preflight tests and the Molecule scenarios in systemd containers.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+ringmaster_bootstrap
+cd "$RINGMASTER_ROOT"
+
+stage() { printf '\n==== %s ====\n' "$*"; }
+
+stage "lint: yamllint"
+yamllint --strict .
+stage "lint: ansible-lint (production profile)"
+ansible-lint --offline
+stage "lint: ruff"
+ruff check .
+ruff format --check .
+
+stage "unit tests: roles' argument specs, module"
+python -m pytest -q -p no:cacheprovider tests/unit
+
+stage "handler: unit, property and integration tests (real Mongrel2)"
+python -m pytest -q -p no:cacheprovider files/ringmaster-handler/tests
+
+stage "module: ansible-test sanity and units"
+bash tools/ansible-test.sh
+
+stage "module: integration against a real circusd"
+bash tests/integration/targets/circus_watcher/run-local.sh
+
+stage "deploy.yml: bad input fails before any change (real container)"
+python -m pytest -q -p no:cacheprovider tests/integration/test_deploy_preflight.py
+
+for scenario in molecule/*/; do
+    scenario="$(basename "$scenario")"
+    stage "molecule test -s $scenario"
+    molecule test -s "$scenario"
+done
