@@ -29,8 +29,8 @@ bash tools/ansible-test.sh
 stage "module: integration against a real circusd"
 bash tests/integration/targets/circus_watcher/run-local.sh
 
-stage "deploy.yml: bad input fails before any change (real container)"
-python -m pytest -q -p no:cacheprovider tests/integration/test_deploy_preflight.py
+stage "deploy.yml and scale.yml: bad input fails before any change (real container)"
+python -m pytest -q -p no:cacheprovider tests/integration/test_deploy_preflight.py tests/integration/test_scale_preflight.py
 
 for scenario in molecule/*/; do
     scenario="$(basename "$scenario")"
