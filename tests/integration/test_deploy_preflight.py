@@ -8,11 +8,10 @@ import os
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import pytest
+from playbook_run import run_playbook
 
-REPO = Path(__file__).resolve().parents[2]
 IMAGE = os.environ.get("RINGMASTER_IMAGE", "localhost/ringmaster-debian12:latest")
 
 CASES = [
@@ -94,17 +93,8 @@ def _changed_paths(name):
 @pytest.mark.parametrize(("extra_vars", "named"), CASES)
 def test_bad_input_fails_before_any_change(host, tmp_path, extra_vars, named):
     name, inventory = host
-    varfile = tmp_path / "vars.json"
-    varfile.write_text(json.dumps(extra_vars))
-    result = subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), str(REPO / "playbooks" / "deploy.yml"), "-e", f"@{varfile}"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output
+    returncode, output = run_playbook("deploy", inventory, extra_vars, tmp_path)
+    assert returncode != 0, output
     assert named in output, output
     # The first play is the preflight; no later play may have started.
     assert "PLAY [Circus on every host]" not in output, output

@@ -5,12 +5,9 @@ run would fail as unreachable instead of with the message checked here.
 """
 
 import json
-import subprocess
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
+from playbook_run import run_playbook
 
 
 def _inventory(tmp_path, workers):
@@ -38,24 +35,8 @@ def _inventory(tmp_path, workers):
     ],
 )
 def test_bad_workers_fail_before_any_host(tmp_path, workers, extra, message):
-    varfile = tmp_path / "vars.json"
-    varfile.write_text(json.dumps(extra))
-    result = subprocess.run(
-        [
-            "ansible-playbook",
-            "-i",
-            str(_inventory(tmp_path, workers)),
-            str(REPO / "playbooks" / "scale.yml"),
-            "-e",
-            f"@{varfile}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output
+    returncode, output = run_playbook("scale", _inventory(tmp_path, workers), extra, tmp_path, timeout=120)
+    assert returncode != 0, output
     assert message in output, output
     assert "PLAY [Scale the handlers live" not in output, output
     assert "UNREACHABLE" not in output, output
