@@ -1,4 +1,8 @@
-"""``ringmaster-wsgi [options] dotted.module:app send_spec [recv_spec]``."""
+"""``ringmaster-wsgi [options] dotted.module:app send_spec [recv_spec]``.
+
+With ``--dispatcher`` the one spec argument lists ringmaster-dispatchers instead of Mongrel2
+fronts: ``ringmaster-wsgi --dispatcher hello:app tcp://front1:9999,tcp://front2:9999``.
+"""
 
 import argparse
 import importlib
@@ -8,7 +12,7 @@ import sys
 
 from ringmaster_handler import __version__
 from ringmaster_handler.exchange import DEFAULT_STREAM_RATE
-from ringmaster_handler.specs import SpecError, pair_specs
+from ringmaster_handler.specs import SpecError, pair_specs, parse_spec_list
 
 PROG = "ringmaster-wsgi"
 LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
@@ -25,12 +29,21 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Specs: tcp://[ident@]host:port or ipc://[ident@]path; several Mongrel2 fronts as "
             "comma-separated lists of equal length. Without recv_spec each reply endpoint is "
-            "the request endpoint's port + 1."
+            "the request endpoint's port + 1. With --dispatcher, send_spec lists "
+            "ringmaster-dispatcher endpoints (their bind_spec) and there is no recv_spec."
         ),
     )
     p.add_argument("app", help="WSGI app as dotted.module:attribute (default attribute: app)")
     p.add_argument("send_spec", help="where Mongrel2 sends requests (its send_spec)")
     p.add_argument("recv_spec", nargs="?", help="where Mongrel2 receives replies (recv_spec)")
+    p.add_argument(
+        "--dispatcher",
+        action="store_true",
+        help=(
+            "take requests from ringmaster-dispatchers at send_spec (no loss when handlers "
+            "stop or start) instead of straight from Mongrel2"
+        ),
+    )
     p.add_argument(
         "--log-level",
         default="info",
@@ -107,7 +120,15 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, args.log_level.upper()), format=LOG_FORMAT, stream=sys.stderr
     )
     try:
-        fronts = pair_specs(args.send_spec, args.recv_spec)
+        if args.dispatcher:
+            if args.recv_spec is not None:
+                raise UsageError("--dispatcher takes one spec list (the dispatchers), not two")
+            dispatchers = parse_spec_list(args.send_spec)
+            if any(d.ident for d in dispatchers):
+                raise UsageError("dispatcher specs take no ident@")
+            fronts = []
+        else:
+            fronts = pair_specs(args.send_spec, args.recv_spec)
         if args.chdir:
             try:
                 os.chdir(args.chdir)
@@ -127,15 +148,18 @@ def main(argv: list[str] | None = None) -> int:
     from ringmaster_handler.loop import HandlerLoop, describe_fronts
     from ringmaster_handler.proctitle import set_title
 
+    options = {
+        "upload_root": args.upload_root,
+        "script_name_from_route": args.script_name_from_route,
+        "stream_rate": args.stream_rate * 2**20,
+    }
+    if args.dispatcher:
+        from ringmaster_handler.worker import WorkerLoop
+
+        set_title(f"{PROG} {args.app} -> {args.send_spec}")
+        return WorkerLoop(app, [d.url for d in dispatchers], app_name=args.app, **options).run()
     set_title(f"{PROG} {args.app} -> {describe_fronts(fronts)}")
-    loop = HandlerLoop(
-        app,
-        fronts,
-        upload_root=args.upload_root,
-        script_name_from_route=args.script_name_from_route,
-        subscribe_timeout=args.subscribe_timeout,
-        stream_rate=args.stream_rate * 2**20,
-    )
+    loop = HandlerLoop(app, fronts, subscribe_timeout=args.subscribe_timeout, **options)
     return loop.run()
 
 

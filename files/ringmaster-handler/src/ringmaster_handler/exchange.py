@@ -56,6 +56,7 @@ class Exchange:
         "_next_send",
         "_prefix",
         "_send",
+        "_send_last",
         "_stream_rate",
         "body_allowed",
         "chunked",
@@ -78,9 +79,13 @@ class Exchange:
         is_head: bool,
         stream_rate: float = DEFAULT_STREAM_RATE,
         prefix: bytes = b"",
+        send_last: Callable[[bytes], None] | None = None,
     ):
         # ``send`` takes whole reply messages; ``prefix`` is their Mongrel2 framing.
+        # ``send_last``, if given, takes the response's last message instead (dispatcher
+        # mode: it also tells the dispatcher the request is finished, saving a message).
         self._send = send
+        self._send_last = send_last
         self._prefix = prefix
         self.version = version
         self.keep_alive = keep_alive  # what the client asked for; the response may veto it
@@ -166,10 +171,10 @@ class Exchange:
             payload = self.head + parts[0]
         else:
             payload = self.head + b"".join(parts)
-        self._emit(payload)
+        self._emit(payload, self.keep_alive)
         self.written = total
         if not self.keep_alive:
-            self._emit(b"")
+            self._emit(b"", True)
 
     def _send_parts_slowly(self, parts) -> None:
         for data in parts:
@@ -189,7 +194,7 @@ class Exchange:
             self._queue(self.head)  # type: ignore[arg-type]
         if self.chunked and not self.is_head:
             self._queue(CHUNKED_END)
-        self._flush()
+        # (Decided before the flush, so the flush knows whether a close message follows.)
         if (
             self.content_length is not None
             and self.written < self.content_length
@@ -202,19 +207,23 @@ class Exchange:
                 self.content_length,
             )
             self.keep_alive = False
+        self._flush(self.keep_alive)
         if not self.keep_alive:
-            self._emit(b"")
+            self._emit(b"", True)
 
     def fail(self, exc: BaseException) -> None:
         """The app raised: answer 500 if nothing went out yet, else cut the connection."""
         if self.messages == 0:
             self._buffer.clear()
             self._buffered = 0
-            self._emit(simple_response(500, self.keep_alive, None if not self.is_head else b""))
+            self._emit(
+                simple_response(500, self.keep_alive, None if not self.is_head else b""),
+                self.keep_alive,
+            )
             if not self.keep_alive:
-                self._emit(b"")
+                self._emit(b"", True)
         else:
-            self._emit(b"")
+            self._emit(b"", True)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -288,7 +297,7 @@ class Exchange:
         # else: keep coalescing until the pacing gap has passed
         self._last_chunk = now
 
-    def _flush(self) -> None:
+    def _flush(self, last: bool = False) -> None:
         buf = self._buffer
         if not buf:
             return
@@ -298,13 +307,17 @@ class Exchange:
         now = time.monotonic()
         if now < self._next_send:
             time.sleep(self._next_send - now)
-        self._emit(payload)
+        self._emit(payload, last)
         # Measured from the end of this send, so the gap holds however long the send took.
         self._next_send = time.monotonic() + max(MIN_MESSAGE_GAP, len(payload) / self._stream_rate)
 
-    def _emit(self, payload: bytes) -> None:
+    def _emit(self, payload: bytes, last: bool = False) -> None:
+        """Send one reply message; ``last``: nothing follows it for this response."""
         self.messages += 1
-        self._send(self._prefix + payload)
+        if last and self._send_last is not None:
+            self._send_last(self._prefix + payload)
+        else:
+            self._send(self._prefix + payload)
 
 
 def _as_bytes(data: object) -> bytes:

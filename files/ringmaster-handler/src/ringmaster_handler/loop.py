@@ -37,6 +37,9 @@ class SendTimeout(Exception):
 
 
 class HandlerLoop:
+    # Dispatcher mode sets this to the sender of a response's last message.
+    send_last = None
+
     def __init__(
         self,
         app,
@@ -281,6 +284,7 @@ class HandlerLoop:
             h["METHOD"] == "HEAD",
             self.stream_rate,
             prefix,
+            self.send_last,
         )
         try:
             environ = self.environ.build(req, wsgi_input, content_length)

@@ -15,10 +15,10 @@ PR_SET_NAME = 15
 COMM_NAME = b"ringmaster-wsgi"  # exactly the kernel's 15-character limit
 
 
-def set_title(title: str) -> bool:
+def set_title(title: str, comm: bytes = COMM_NAME) -> bool:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_NAME, ctypes.c_char_p(COMM_NAME), 0, 0, 0)
+        libc.prctl(PR_SET_NAME, ctypes.c_char_p(comm[:15]), 0, 0, 0)
         return _overwrite_argv(title.encode("utf-8", "replace"))
     except Exception as exc:  # a cosmetic feature must never stop the handler
         log.debug("cannot set the process title: %s", exc)

@@ -1,0 +1,381 @@
+"""ringmaster-dispatcher: take requests from Mongrel2, hand each to a handler that has room.
+
+Mongrel2's PUSH socket deals requests round-robin into every connected handler's queue, so a
+handler that stops (or is slow) strands what was queued for it. The dispatcher is the only
+PULL peer of Mongrel2: requests wait here, and a handler gets one when it has room. Replies
+come back through the dispatcher too (see DISPATCHER.md for why): it always knows which
+requests a handler holds and whether any reply bytes left, so a handler that goes away can
+have its requests retried (GET/HEAD with nothing sent yet) or answered 502.
+
+Who gets which request is decided in scheduler.py; this module is the ZeroMQ side.
+
+Liveness: libzmq's ZMTP heartbeats run on its I/O threads, so a handler busy in a long
+request still answers them; a dead process or host closes the connection, which the
+ROUTER's socket monitor reports by file descriptor. A worker whose connection is gone is
+forgotten at once and its requests retried or failed.
+"""
+
+import contextlib
+import errno
+import logging
+import signal
+import socket
+import time
+from functools import partial
+
+import zmq
+
+from ringmaster_handler.credit import monitor_event
+from ringmaster_handler.scheduler import Scheduler
+
+log = logging.getLogger("ringmaster_handler.dispatcher")
+
+# Connection events and Mongrel2's subscriptions are checked this often (ms).
+HOUSEKEEPING_MS = 50
+# Messages taken from one socket before looking at the others again (fairness).
+BATCH = 64
+# Replies waiting for Mongrel2 beyond this make us stop reading handlers (backpressure).
+BACKLOG_PAUSE = 10_000
+
+# Plain ints: pyzmq's constants are enums, and enum arithmetic costs microseconds per call.
+_NOBLOCK = int(zmq.NOBLOCK)
+_MORE_NOBLOCK = int(zmq.SNDMORE) | int(zmq.NOBLOCK)
+_backend_send = zmq.backend.Socket.send
+
+
+class Dispatcher(Scheduler):
+    def __init__(
+        self,
+        m2_send_url: str,
+        m2_recv_url: str,
+        bind_urls: list[str],
+        *,
+        heartbeat: float = 1.0,
+        drain_timeout: float = 10.0,
+        subscribe_timeout: float = 5.0,
+        linger_ms: int = 1000,
+        **scheduling,
+    ) -> None:
+        super().__init__(**scheduling)
+        self.m2_send_url = m2_send_url
+        self.m2_recv_url = m2_recv_url
+        self.bind_urls = bind_urls
+        self.heartbeat = heartbeat
+        self.drain_timeout = drain_timeout
+        self.subscribe_timeout = subscribe_timeout
+        self.linger_ms = linger_ms
+        self.stopping = False
+        self._paused = False  # watching Mongrel2 for room to send replies
+
+    def request_stop(self, *_args) -> None:
+        # Runs as a signal handler: only set a flag, the loop does the rest.
+        self.stopping = True
+
+    def run(self) -> int:
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        old_wakeup = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+        old_handlers = {
+            sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        # One I/O thread: connection events and messages then come in the order they happened.
+        ctx = zmq.Context(io_threads=1)
+        try:
+            self._open_sockets(ctx, wake_r)
+            self._serve()
+            self._drain()
+        finally:
+            self._close_sockets()
+            ctx.term()
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+            signal.set_wakeup_fd(old_wakeup)
+            wake_r.close()
+            wake_w.close()
+        log.info("stopped: %s", ", ".join(f"{k} {v}" for k, v in self.stats.items()))
+        return 0
+
+    def _open_sockets(self, ctx: zmq.Context, wake_r: socket.socket) -> None:
+        self._wake = wake_r
+        hb_ms = max(1, int(self.heartbeat * 1000))
+        router = ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 500)
+        # Fail instead of silently dropping a message for a peer that is gone.
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        router.setsockopt(zmq.HEARTBEAT_IVL, hb_ms)
+        router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * hb_ms)
+        router.setsockopt(zmq.HEARTBEAT_TTL, 3 * hb_ms)
+        self.monitor = router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.monitor.setsockopt(zmq.LINGER, 0)
+        self.router = router
+        for url in self.bind_urls:
+            router.bind(url)
+
+        out = ctx.socket(zmq.XPUB)
+        out.setsockopt(zmq.LINGER, self.linger_ms)
+        out.setsockopt(zmq.XPUB_VERBOSE, 1)
+        # Never drop a reply silently; when Mongrel2 is behind, replies wait in self.backlog.
+        out.setsockopt(zmq.XPUB_NODROP, 1)
+        out.setsockopt(zmq.SNDHWM, 10_000)
+        out.connect(self.m2_recv_url)
+        self.m2_out = out
+        self._wait_for_subscription()
+
+        pull = ctx.socket(zmq.PULL)
+        pull.setsockopt(zmq.LINGER, 0)
+        pull.connect(self.m2_send_url)
+        self.m2_in = pull
+        # The unwrapped send: the pyzmq wrapper adds a Python call per message.
+        self._rsend = partial(_backend_send, router)
+        self._psend = partial(_backend_send, out)
+        log.info(
+            "dispatching %s -> %s, replies -> %s (prefetch %d, steal after %.3fs)",
+            self.m2_send_url, ", ".join(self.bind_urls), self.m2_recv_url,
+            self.depth - 1, self.steal_after,
+        )  # fmt: skip
+
+    def _wait_for_subscription(self) -> None:
+        # PUB drops replies until Mongrel2's subscription has arrived (slow joiner): take no
+        # request before that.
+        deadline = time.monotonic() + self.subscribe_timeout
+        while not self.stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning(
+                    "Mongrel2 did not subscribe within %.1fs; dispatching anyway",
+                    self.subscribe_timeout,
+                )
+                return
+            ready = self.m2_out.poll(min(left, 0.25) * 1000, zmq.POLLIN)
+            if ready and self.m2_out.recv()[:1] == b"\x01":
+                return
+
+    def _close_sockets(self) -> None:
+        router = getattr(self, "router", None)
+        if router is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                router.disable_monitor()
+        for name in ("monitor", "m2_in", "router", "m2_out"):
+            sock = getattr(self, name, None)
+            if sock is not None:
+                sock.close()
+
+    def _to_m2(self, payload) -> None:
+        if self.backlog:
+            self.backlog.append(payload)
+            return
+        try:
+            self._psend(payload, _NOBLOCK, copy=False)
+        except zmq.Again:
+            self.backlog.append(payload)
+            log.warning("Mongrel2 is not taking replies fast enough; holding them")
+        except zmq.ZMQError as exc:
+            log.error("cannot send a reply to Mongrel2: %s", exc)
+
+    def _flush_backlog(self) -> None:
+        backlog = self.backlog
+        while backlog:
+            try:
+                self._psend(backlog[0], _NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            except zmq.ZMQError as exc:
+                log.error("cannot send a reply to Mongrel2: %s", exc)
+            backlog.popleft()
+
+    def _to_worker(self, ident: bytes, frame: bytes) -> bool:
+        try:
+            self._rsend(ident, _MORE_NOBLOCK)
+        except zmq.ZMQError as exc:
+            # EHOSTUNREACH: no such peer any more; EAGAIN: it stopped reading.
+            if exc.errno not in (errno.EHOSTUNREACH, errno.EAGAIN):
+                log.error("cannot send to a handler: %s", exc)
+            return False
+        self._rsend(frame, _NOBLOCK)  # requests are small: copying is cheaper
+        return True
+
+    def _sync_liveness(self) -> None:
+        self._read_monitor()
+
+    def _serve(self) -> None:
+        router, m2_in = self.router, self.m2_in
+        # Only the two busy sockets are polled: every extra ZeroMQ socket in a poll costs
+        # system calls per wake-up. Connection events and subscriptions are looked at every
+        # HOUSEKEEPING seconds.
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(m2_in, zmq.POLLIN)
+        poller.register(self._wake, zmq.POLLIN)
+        self._poller = poller
+        poll = poller.poll
+        clock = self.clock
+        read_workers, read_requests = self._read_workers, self._read_requests
+        next_house = 0.0
+        while not self.stopping:
+            timeout = HOUSEKEEPING_MS
+            if self.waiting and self.free:
+                timeout = self._steal_timeout()
+            for sock, events in poll(timeout):
+                if sock is router:
+                    read_workers()
+                elif sock is m2_in:
+                    read_requests()
+                elif sock is self.m2_out:
+                    self._m2_out_ready(events)
+                else:
+                    _drain_fd(self._wake)
+            if self.waiting and self.free:
+                self.steal()
+            now = clock()
+            if now >= next_house:
+                next_house = now + HOUSEKEEPING_MS / 1000
+                self._housekeeping()
+
+    def _steal_timeout(self) -> int:
+        due = self.steal_due()
+        if due is None:
+            return HOUSEKEEPING_MS
+        return max(0, min(HOUSEKEEPING_MS, int((due - self.clock()) * 1000) + 1))
+
+    def _housekeeping(self) -> None:
+        if self.monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._read_monitor()
+        events = self.m2_out.getsockopt(zmq.EVENTS)
+        if events & zmq.POLLIN or self.backlog:
+            self._m2_out_ready(events)
+
+    def _read_workers(self) -> None:
+        router = self.router
+        recv = router.recv
+        handle = self.on_worker_frame
+        for _ in range(BATCH):
+            try:
+                ident = recv(_NOBLOCK)
+            except zmq.Again:
+                break
+            # As a Frame: its "more" flag is cheaper than getsockopt(RCVMORE), and a
+            # newcomer's socket number is on it.
+            part = recv(copy=False)
+            if part.more:
+                self._discard_rest()
+                log.debug("dropped a multi-frame message from a handler")
+                continue
+            fd = -1
+            if ident not in self.workers:
+                with contextlib.suppress(zmq.ZMQError):
+                    fd = part.get(zmq.SRCFD)
+            frame = part.bytes
+            try:
+                handle(ident, frame, fd)
+            except Exception:
+                log.exception("internal error on a handler message %r", frame[:40])
+        if self.backlog or self._paused:
+            self._update_interest()
+
+    def _discard_rest(self) -> None:
+        while self.router.getsockopt(zmq.RCVMORE):
+            self.router.recv()
+
+    def _read_requests(self) -> None:
+        sock = self.m2_in
+        recv = sock.recv
+        handle = self.on_request
+        for _ in range(BATCH):
+            try:
+                msg = recv(_NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                handle(msg)
+            except Exception:
+                log.exception("internal error on a request %r", msg[:80])
+        if self.backlog or self._paused:
+            self._update_interest()
+
+    def _read_monitor(self) -> None:
+        monitor = self.monitor
+        while True:
+            try:
+                frames = monitor.recv_multipart(_NOBLOCK)
+            except zmq.Again:
+                return
+            event, fd = monitor_event(frames)
+            if event == zmq.EVENT_DISCONNECTED:
+                self.on_disconnect(fd)
+
+    def _m2_out_ready(self, events: int) -> None:
+        if events & zmq.POLLIN:
+            # Subscription notices (Mongrel2 re-subscribes after a restart): nothing to do.
+            with contextlib.suppress(zmq.Again):
+                while True:
+                    self.m2_out.recv(_NOBLOCK)
+        if self.backlog:
+            self._flush_backlog()
+            if not self.backlog:
+                log.info("Mongrel2 is taking replies again")
+            self._update_interest()
+
+    def _update_interest(self) -> None:
+        """Watch for Mongrel2 taking replies while some wait; stop reading handlers if many do."""
+        poller = self._poller
+        waiting = bool(self.backlog)
+        if waiting:
+            poller.register(self.m2_out, zmq.POLLOUT)
+        elif self._paused:
+            with contextlib.suppress(KeyError):
+                poller.unregister(self.m2_out)
+        poller.modify(self.router, 0 if len(self.backlog) > BACKLOG_PAUSE else zmq.POLLIN)
+        self._paused = waiting
+
+    def _drain(self) -> None:
+        """After a stop: take nothing more from Mongrel2, finish what we have, then exit."""
+        # What Mongrel2 already pushed to us is lost once we disconnect: take it first.
+        self._read_requests_all()
+        with contextlib.suppress(zmq.ZMQError):
+            self.m2_in.disconnect(self.m2_send_url)
+        self._read_requests_all()
+        deadline = time.monotonic() + self.drain_timeout
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.monitor, zmq.POLLIN)
+        poller.register(self.m2_out, zmq.POLLIN | (zmq.POLLOUT if self.backlog else 0))
+        self._poller = poller
+        self._paused = bool(self.backlog)
+        log.info("stopping: %d requests to finish", self.pending())
+        while self.pending() or self.backlog:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            timeout = self._steal_timeout() if self.waiting and self.free else HOUSEKEEPING_MS
+            for sock, events in poller.poll(min(left * 1000, timeout)):
+                if sock is self.router:
+                    self._read_workers()
+                elif sock is self.monitor:
+                    self._read_monitor()
+                else:
+                    self._m2_out_ready(events)
+            if self.waiting and self.free:
+                self.steal()
+        unserved = len(self.queue)
+        for msg in self.queue:
+            self._answer(msg, 503)
+        self.queue.clear()
+        if unserved or self.pending():
+            log.warning(
+                "stopped with %d requests no handler took (answered 503) and %d unfinished",
+                unserved, self.pending(),
+            )  # fmt: skip
+        self._flush_backlog()
+
+    def _read_requests_all(self) -> None:
+        while self.m2_in.poll(0, zmq.POLLIN):
+            self._read_requests()
+
+
+def _drain_fd(sock: socket.socket) -> None:
+    try:
+        while sock.recv(512):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass

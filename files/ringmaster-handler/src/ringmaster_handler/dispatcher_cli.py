@@ -1,0 +1,140 @@
+"""``ringmaster-dispatcher [options] m2_send_spec m2_recv_spec bind_spec``."""
+
+import argparse
+import logging
+import sys
+
+from ringmaster_handler import __version__
+from ringmaster_handler.specs import SpecError, parse_spec, parse_spec_list
+
+PROG = "ringmaster-dispatcher"
+LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Take requests from one Mongrel2 handler route and give each to a "
+            "ringmaster-wsgi --dispatcher process that has room; relay the replies."
+        ),
+        epilog=(
+            "Specs: tcp://host:port or ipc://path. m2_send_spec and m2_recv_spec are the "
+            "route's send_spec and recv_spec (Mongrel2 binds them; we connect; an ident@ is "
+            "accepted and ignored). bind_spec is where handlers connect, e.g. "
+            "tcp://0.0.0.0:9999 (comma-separated to bind several)."
+        ),
+    )
+    p.add_argument("m2_send_spec", help="where Mongrel2 sends requests (its send_spec)")
+    p.add_argument("m2_recv_spec", help="where Mongrel2 receives replies (its recv_spec)")
+    p.add_argument("bind_spec", help="where handlers connect (we bind)")
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log level for stderr (default: info)",
+    )
+    p.add_argument(
+        "--prefetch",
+        type=int,
+        default=8,
+        metavar="N",
+        help=(
+            "GET/HEAD requests that may wait inside a busy handler when no handler is free, "
+            "so it never idles waiting for the next one (default: 8; 0: one request per "
+            "handler, always)"
+        ),
+    )
+    p.add_argument(
+        "--steal-after",
+        type=float,
+        default=0.01,
+        metavar="SECONDS",
+        help=(
+            "move a request that has waited this long inside a busy handler to a free one "
+            "(default: 0.01)"
+        ),
+    )
+    p.add_argument(
+        "--queue-limit",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="answer 503 at once when this many requests already wait for a handler",
+    )
+    p.add_argument(
+        "--heartbeat",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help=(
+            "ZeroMQ heartbeat interval on handler connections; a silent peer is dropped "
+            "after 3 intervals (default: 1)"
+        ),
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="on SIGTERM, how long to wait for handlers to finish what they hold (default: 10)",
+    )
+    p.add_argument(
+        "--subscribe-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long to wait for Mongrel2 to subscribe before taking requests (default: 5)",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()), format=LOG_FORMAT, stream=sys.stderr
+    )
+    try:
+        send = parse_spec(args.m2_send_spec)
+        recv = parse_spec(args.m2_recv_spec)
+        binds = parse_spec_list(args.bind_spec)
+        if any(b.ident for b in binds):
+            raise SpecError("bind_spec takes no ident@")
+        if args.prefetch < 0:
+            raise SpecError("--prefetch must be 0 or more")
+        for name in ("steal_after", "heartbeat", "drain_timeout", "subscribe_timeout"):
+            if getattr(args, name) <= 0:
+                raise SpecError(f"--{name.replace('_', '-')} must be positive")
+        if args.queue_limit < 1:
+            raise SpecError("--queue-limit must be positive")
+    except SpecError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+
+    import zmq
+
+    from ringmaster_handler.dispatcher import Dispatcher
+    from ringmaster_handler.proctitle import set_title
+
+    set_title(f"{PROG} {send.url} -> {args.bind_spec}", b"ringmaster-disp")
+    dispatcher = Dispatcher(
+        send.url,
+        recv.url,
+        [b.url for b in binds],
+        prefetch=args.prefetch,
+        steal_after=args.steal_after,
+        queue_limit=args.queue_limit,
+        heartbeat=args.heartbeat,
+        drain_timeout=args.drain_timeout,
+        subscribe_timeout=args.subscribe_timeout,
+    )
+    try:
+        return dispatcher.run()
+    except zmq.ZMQError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

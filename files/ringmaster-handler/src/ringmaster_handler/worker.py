@@ -1,0 +1,312 @@
+"""Dispatcher mode: take requests from ringmaster-dispatchers instead of straight from Mongrel2.
+
+One DEALER socket per dispatcher (front). Requests are served one at a time, in the order
+they arrived, from a local queue; replies go back on the socket the request came from (see
+credit.py for the messages). On every (re)connection the handler says hello, so a restarted
+dispatcher learns about it without anyone's help.
+
+On SIGTERM/SIGINT the handler finishes the current request, says bye to every dispatcher,
+serves whatever they sent before acknowledging the bye, and exits: nothing is left queued
+for it anywhere.
+"""
+
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections import deque
+
+import zmq
+
+from ringmaster_handler import __version__
+from ringmaster_handler.credit import (
+    BYE,
+    DONE,
+    FINISHED,
+    HEAD_LEN,
+    K_BYE_ACK,
+    K_CANCEL,
+    K_REQUEST,
+    K_WHO,
+    MORE,
+    hello_frame,
+    monitor_event,
+)
+from ringmaster_handler.loop import SEND_SLICE_MS, SEND_TIMEOUT, HandlerLoop, SendTimeout
+
+log = logging.getLogger("ringmaster_handler.worker")
+
+IDLE_POLL_MS = 1000
+# A request queued here may have been given to another handler (the dispatcher does that
+# after it waited ``--steal-after``, default 10 ms): before starting one, look for such
+# cancels if the socket was last emptied longer ago than this.
+CANCEL_CHECK_AFTER = 0.002
+HEARTBEAT_MS = 1000
+RECONNECT_MS = 100
+RECONNECT_MAX_MS = 1000
+_NOBLOCK = int(zmq.NOBLOCK)  # a plain int: enum arithmetic is slow
+
+
+class Link:
+    """The connection to one dispatcher."""
+
+    __slots__ = ("acked", "connected", "epoch", "monitor", "sock", "url")
+
+    def __init__(self, url: str, sock: zmq.Socket, monitor: zmq.Socket) -> None:
+        self.url = url
+        self.sock = sock
+        self.monitor = monitor
+        # Bumped on every (dis)connection: requests from an older epoch belong to a
+        # dispatcher that has forgotten us (and retried or failed them already).
+        self.epoch = 0
+        self.connected = False
+        self.acked = False
+
+
+class WorkerLoop(HandlerLoop):
+    def __init__(self, app, dispatchers: list[str], *, app_name: str = "", **kwargs) -> None:
+        super().__init__(app, [], **kwargs)
+        self.dispatcher_urls = dispatchers
+        self.app_name = app_name
+        self.links: list[Link] = []
+        self.pending: deque = deque()  # (link, epoch, rid, message), not started yet
+        self._last_drained = 0.0
+        self._link: Link | None = None
+        self._rid = b""
+        self._epoch = 0
+        self._done = True
+
+    # -- sockets ---------------------------------------------------------------------------
+
+    def _open_sockets(self, ctx: zmq.Context) -> None:
+        for url in self.dispatcher_urls:
+            sock = ctx.socket(zmq.DEALER)
+            # The last replies must still leave when we exit.
+            sock.setsockopt(zmq.LINGER, self.linger_ms)
+            sock.setsockopt(zmq.SNDTIMEO, SEND_SLICE_MS)
+            # libzmq answers heartbeats on its own thread, even while the app is busy; a
+            # dispatcher host that vanished is noticed and reconnected to.
+            sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * HEARTBEAT_MS)
+            sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
+            sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
+            monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+            monitor.setsockopt(zmq.LINGER, 0)
+            sock.connect(url)
+            self.links.append(Link(url, sock, monitor))
+        log.info("serving %s via dispatcher %s", self.app_name, ", ".join(self.dispatcher_urls))
+
+    def _close_sockets(self) -> None:
+        for link in self.links:
+            with contextlib.suppress(zmq.ZMQError):
+                link.sock.disable_monitor()
+            link.monitor.close()
+            link.sock.close()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _serve(self, wake_r: socket.socket) -> None:
+        self._setup_poller(wake_r)
+        pending = self.pending
+        run = self._run
+        clock = time.monotonic
+        single = self.links[0] if len(self.links) == 1 else None
+        while not self.stopping:
+            if pending:
+                if clock() - self._last_drained >= CANCEL_CHECK_AFTER:
+                    self._wait(0)
+                    if not pending:
+                        continue
+                run(pending.popleft())
+            elif single is not None:
+                # The common case, under load: the next request is already here.
+                try:
+                    frame = single.sock.recv(_NOBLOCK)
+                except zmq.Again:
+                    self._wait(IDLE_POLL_MS)
+                    continue
+                self._on_frame(single, frame)
+            else:
+                self._wait(IDLE_POLL_MS)
+
+    def _drain(self) -> None:
+        """After a stop: say bye, serve what the dispatchers sent before they heard it."""
+        for link in self.links:
+            if link.connected:
+                try:
+                    link.sock.send(BYE, _NOBLOCK)
+                except zmq.ZMQError:
+                    link.acked = True
+            else:
+                link.acked = True
+        deadline = time.monotonic() + self.stop_timeout
+        while True:
+            if self.pending:
+                self._run(self.pending.popleft())
+                continue
+            if all(link.acked for link in self.links):
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("no bye acknowledgement from %s; exiting", self._unacked())
+                return
+            self._wait(min(left, 0.05) * 1000)
+
+    def _unacked(self) -> str:
+        return ", ".join(link.url for link in self.links if not link.acked)
+
+    def _setup_poller(self, wake_r: socket.socket) -> None:
+        poller = zmq.Poller()
+        self._by_sock = {}
+        for link in self.links:
+            poller.register(link.sock, zmq.POLLIN)
+            poller.register(link.monitor, zmq.POLLIN)
+            self._by_sock[link.sock] = (link, False)
+            self._by_sock[link.monitor] = (link, True)
+        poller.register(wake_r, zmq.POLLIN)
+        self._poller = poller
+        self._wake = wake_r
+
+    def _wait(self, timeout_ms: float) -> None:
+        """Take everything that has arrived (waiting up to ``timeout_ms`` for something)."""
+        for sock, _ in self._poller.poll(timeout_ms):
+            found = self._by_sock.get(sock)
+            if found is None:
+                _drain_fd(self._wake)
+            elif found[1]:
+                self._link_events(found[0])
+            else:
+                self._read_link(found[0])
+        self._last_drained = time.monotonic()
+
+    def _read_link(self, link: Link) -> None:
+        recv = link.sock.recv
+        for _ in range(64):
+            try:
+                frame = recv(_NOBLOCK)
+            except zmq.Again:
+                return
+            self._on_frame(link, frame)
+
+    def _on_frame(self, link: Link, frame: bytes) -> None:
+        kind = frame[0] if frame else 0
+        if kind == K_REQUEST:
+            self.pending.append((link, link.epoch, frame[1:HEAD_LEN], frame[HEAD_LEN:]))
+        elif kind == K_CANCEL:
+            self._cancel(link, frame[1:HEAD_LEN])
+        elif kind == K_BYE_ACK:
+            link.acked = True
+        elif kind == K_WHO:
+            if self.stopping:
+                link.acked = True  # it does not know us, so it will send nothing
+            else:
+                self._hello(link)
+        else:
+            log.debug("ignored a message from %s: %r", link.url, frame[:40])
+
+    def _cancel(self, link: Link, rid: bytes) -> None:
+        for item in self.pending:
+            if item[0] is link and item[2] == rid:
+                self.pending.remove(item)
+                self._send_frame(link, item[1], FINISHED + rid)
+                if self._debug:
+                    log.debug("request %s went to another handler", rid.hex())
+                return
+        # Not here any more: it already ran (the dispatcher drops the duplicate reply).
+
+    def _link_events(self, link: Link) -> None:
+        while True:
+            try:
+                frames = link.monitor.recv_multipart(_NOBLOCK)
+            except zmq.Again:
+                return
+            event, _ = monitor_event(frames)
+            if event == zmq.EVENT_CONNECTED:
+                self._new_epoch(link)
+                link.connected = True
+                if self.stopping:
+                    link.acked = True  # a new dispatcher: it owes us nothing
+                else:
+                    self._hello(link)
+                    log.info("connected to dispatcher %s", link.url)
+            elif event == zmq.EVENT_DISCONNECTED:
+                self._new_epoch(link)
+                link.connected = False
+                if self.stopping:
+                    link.acked = True
+                log.warning("lost dispatcher %s; reconnecting", link.url)
+
+    def _new_epoch(self, link: Link) -> None:
+        link.epoch += 1
+        stale = [item for item in self.pending if item[0] is link]
+        if stale:
+            # The dispatcher that sent these has forgotten us and retried or failed them.
+            self.pending = deque(item for item in self.pending if item[0] is not link)
+            log.warning("dropped %d requests from a previous connection", len(stale))
+
+    def _hello(self, link: Link) -> None:
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "app": self.app_name,
+            "version": __version__,
+        }
+        with contextlib.suppress(zmq.ZMQError):
+            link.sock.send(hello_frame(info), _NOBLOCK)
+
+    # -- one request -----------------------------------------------------------------------
+
+    def _run(self, item: tuple) -> None:
+        link, epoch, rid, msg = item
+        if epoch != link.epoch:
+            return
+        self._link, self._rid, self._epoch, self._done = link, rid, epoch, False
+        self.dispatch(msg)
+        if not self._done:
+            self._done = True
+            self._send_frame(link, epoch, FINISHED + rid)
+
+    def send(self, data: bytes) -> None:
+        if self._done:
+            log.debug("dropped a reply message after the response was finished")
+            return
+        self._send_frame(self._link, self._epoch, MORE + self._rid + data)
+
+    def send_last(self, data: bytes) -> None:
+        if self._done:
+            log.debug("dropped a reply message after the response was finished")
+            return
+        self._done = True
+        self._send_frame(self._link, self._epoch, DONE + self._rid + data)
+
+    def _send_frame(self, link: Link, epoch: int, data: bytes) -> None:
+        """Send to a dispatcher, waiting (bounded) while it is not taking messages."""
+        if link.epoch != epoch:
+            return  # the connection the request came on is gone, and with it the request
+        sock = link.sock
+        try:
+            sock.send(data, copy=False)
+            return
+        except zmq.Again:
+            pass
+        started = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if self.stopping and now > self._stop_deadline:
+                raise SendTimeout("stopping and the dispatcher is not taking replies")
+            if now - started > SEND_TIMEOUT:
+                raise SendTimeout(f"the dispatcher took no reply for {SEND_TIMEOUT:.0f}s")
+            try:
+                sock.send(data, copy=False)
+                return
+            except zmq.Again:
+                continue
+
+
+def _drain_fd(sock: socket.socket) -> None:
+    try:
+        while sock.recv(512):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass

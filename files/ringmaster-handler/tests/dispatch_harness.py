@@ -1,0 +1,94 @@
+"""ringmaster-dispatcher and dispatcher-mode handler subprocesses for integration tests."""
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from harness import SRC, TESTS, Handler, stop_process, wait_for
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)])}
+
+
+def _level() -> str:
+    return "debug" if os.environ.get("RINGMASTER_TEST_DEBUG") else "info"
+
+
+class DispatcherProc:
+    """A ringmaster-dispatcher subprocess for one Mongrel2 route."""
+
+    def __init__(self, workdir: Path, route: dict, bind: str, *args: str):
+        self.workdir = workdir
+        self.bind = bind
+        self.argv = [
+            sys.executable,
+            "-m",
+            "ringmaster_handler.dispatcher_cli",
+            "--log-level",
+            _level(),
+            *args,
+            route["send"],
+            route["recv"],
+            bind,
+        ]
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait: bool = True) -> "DispatcherProc":
+        self.stderr_path = self.workdir / f"dispatcher-{uuid.uuid4().hex[:8]}.err"
+        self.stderr = open(self.stderr_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            self.argv, cwd=self.workdir, env=_env(), stdout=subprocess.DEVNULL, stderr=self.stderr
+        )
+        if wait:
+            wait_for(self._ready, 15, "the dispatcher to start")
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"dispatcher exited {self.proc.returncode}: {self.log_text()}")
+        return "dispatching " in self.log_text()
+
+    def log_text(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def connected(self) -> int:
+        """Handlers the dispatcher currently knows, from its log."""
+        text = self.log_text()
+        return text.count(" joined (") - text.count(" left (")
+
+    def wait_connected(self, n: int, timeout: float = 15) -> None:
+        wait_for(lambda: self.connected() == n, timeout, f"{n} handlers to join")
+
+    def stop(self, timeout: float = 15) -> int | None:
+        rc = None
+        if self.proc is not None:
+            rc = stop_process(self.proc, timeout)
+            self.stderr.close()
+            self.proc = None
+        return rc
+
+
+class Worker(Handler):
+    """ringmaster-wsgi --dispatcher."""
+
+    def __init__(self, workdir: Path, app: str, dispatchers: str, *args: str):
+        super().__init__(workdir, app, dispatchers, "", *args)
+        self.argv = [
+            sys.executable,
+            "-m",
+            "ringmaster_handler",
+            "--log-level",
+            _level(),
+            "--dispatcher",
+            *args,
+            app,
+            dispatchers,
+        ]
+
+    def _serving(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"handler exited {self.proc.returncode}: {self.log_text()}")
+        return "connected to dispatcher" in self.log_text()

@@ -1,0 +1,301 @@
+"""The dispatcher's scheduling, driven directly: no network, a fake clock."""
+
+import pytest
+import zmq
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ringmaster_handler.credit import HEAD_LEN, hello_frame
+from ringmaster_handler.dispatcher import Dispatcher
+from ringmaster_handler.scheduler import Scheduler
+
+
+def request(method: str = "GET", conn: int = 1, path: str = "/") -> bytes:
+    headers = f'{{"PATH":"{path}","host":"x","METHOD":"{method}","VERSION":"HTTP/1.1"}}'
+    return f"sender {conn} {path} {len(headers)}:{headers},0:,".encode()
+
+
+DISCONNECT = b'sender 7 @* 17:{"METHOD":"JSON"},21:{"type":"disconnect"},'
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+class Core(Scheduler):
+    """The scheduling core with its outputs recorded instead of sent."""
+
+    def __init__(self, **kw):
+        self.clock_ = Clock()
+        super().__init__(clock=self.clock_, **kw)
+        self.to_m2: list[bytes] = []
+        self.sent: list[tuple[bytes, bytes]] = []
+        self.unreachable: set[bytes] = set()
+
+    def _to_m2(self, payload):
+        self.to_m2.append(bytes(payload))
+
+    def _to_worker(self, ident, frame):
+        if ident in self.unreachable:
+            return False
+        self.sent.append((ident, frame))
+        return True
+
+    # helpers
+    def join(self, ident: bytes, fd: int) -> None:
+        self.on_worker_frame(ident, hello_frame({"pid": fd}), fd)
+
+    def jobs_of(self, ident: bytes) -> list[tuple[bytes, bytes]]:
+        """(rid, request) of every request sent to ``ident``."""
+        return [(f[1:HEAD_LEN], f[HEAD_LEN:]) for i, f in self.sent if i == ident and f[:1] == b"Q"]
+
+    def done(self, ident: bytes, rid: bytes, reply: bytes = b"reply") -> None:
+        self.on_worker_frame(ident, b"D" + rid + reply)
+
+
+@pytest.fixture
+def core():
+    return Core(prefetch=2, steal_after=0.01)
+
+
+def test_free_workers_get_requests_least_recently_freed_first(core):
+    core.join(b"a", 1)
+    core.join(b"b", 2)
+    core.on_request(request(conn=1))
+    core.on_request(request(conn=2))
+    assert [len(core.jobs_of(w)) for w in (b"a", b"b")] == [1, 1]
+    (rid_a, _), (rid_b, _) = core.jobs_of(b"a")[0], core.jobs_of(b"b")[0]
+    core.done(b"b", rid_b)
+    core.done(b"a", rid_a)
+    core.on_request(request(conn=3))
+    assert len(core.jobs_of(b"b")) == 2  # b was freed first
+    assert core.to_m2 == [b"reply", b"reply"]
+
+
+def test_disconnect_notices_never_reach_handlers(core):
+    core.join(b"a", 1)
+    core.on_request(DISCONNECT)
+    assert core.jobs_of(b"a") == []
+
+
+def test_requests_wait_here_until_a_handler_joins(core):
+    for conn in range(3):
+        core.on_request(request("POST", conn))
+    assert len(core.queue) == 3
+    core.join(b"a", 1)
+    assert len(core.jobs_of(b"a")) == 1  # a POST only goes to a free handler
+    rid, _ = core.jobs_of(b"a")[0]
+    core.done(b"a", rid)
+    assert len(core.jobs_of(b"a")) == 2
+
+
+def test_gets_wait_inside_busy_handlers_posts_do_not(core):
+    core.join(b"a", 1)
+    core.on_request(request("GET", 1))
+    core.on_request(request("GET", 2))
+    core.on_request(request("HEAD", 3))
+    core.on_request(request("GET", 4))  # beyond the prefetch of 2
+    core.on_request(request("POST", 5))
+    assert len(core.jobs_of(b"a")) == 3
+    assert len(core.queue) == 2
+    assert core.waiting == 2
+
+
+def test_prefetch_goes_to_the_handler_whose_request_started_last(core):
+    core.join(b"slow", 1)
+    core.join(b"fast", 2)
+    core.on_request(request(conn=1))
+    core.clock_.now += 1
+    core.on_request(request(conn=2))
+    core.on_request(request(conn=3))
+    assert len(core.jobs_of(b"fast")) == 2
+    assert len(core.jobs_of(b"slow")) == 1
+
+
+def test_a_request_stuck_behind_a_slow_one_moves_to_a_free_handler(core):
+    core.join(b"slow", 1)
+    core.on_request(request(conn=1))  # the slow one
+    core.on_request(request(conn=2))  # waits inside "slow"
+    stuck_rid, stuck = core.jobs_of(b"slow")[1]
+    core.join(b"free", 2)
+    assert core.jobs_of(b"free") == []  # it has not waited long enough yet
+    assert core.steal_due() == pytest.approx(100.01)
+    core.clock_.now += 0.02
+    core.steal()
+    assert (b"slow", b"C" + stuck_rid) in core.sent
+    [(new_rid, moved)] = core.jobs_of(b"free")
+    assert moved == stuck and new_rid != stuck_rid
+    # Whatever the slow handler still sends for it is dropped; the new one's reply goes out.
+    core.done(b"slow", stuck_rid, b"duplicate")
+    core.done(b"free", new_rid, b"answer")
+    assert core.to_m2 == [b"answer"]
+    assert core.stats["steals"] == 1 and core.waiting == 0
+
+
+def test_streamed_replies_pass_through_in_order(core):
+    core.join(b"a", 1)
+    core.on_request(request())
+    rid, _ = core.jobs_of(b"a")[0]
+    core.on_worker_frame(b"a", b"M" + rid + b"part1")
+    core.on_worker_frame(b"a", b"M" + rid + b"part2")
+    core.on_worker_frame(b"a", b"F" + rid)
+    assert core.to_m2 == [b"part1", b"part2"]
+    assert core.free and core.workers[b"a"].jobs == {}
+
+
+def test_a_dead_handlers_gets_are_retried_and_others_answered(core):
+    core.join(b"a", 1)
+    core.on_request(request("POST", 1))
+    core.join(b"b", 2)
+    core.on_request(request("GET", 2))
+    core.on_request(request("GET", 3))  # waits inside a (a tie goes to the first)
+    core.on_request(request("GET", 4))
+    [(rid_post, _)] = core.jobs_of(b"a")[:1]
+    core.on_worker_frame(b"a", b"M" + rid_post + b"partial")  # not for a POST, but let's see
+    core.join(b"c", 3)
+    core.on_disconnect(1)
+    core.on_disconnect(2)
+    # The POST had started replying: only closing its connection is safe.
+    assert b"sender 1:1, " in core.to_m2
+    # Every GET goes to the survivor.
+    assert [req for _, req in core.jobs_of(b"c")] == [request("GET", n) for n in (3, 4)]
+    assert list(core.queue) == [request("GET", 2)]
+    for rid, _ in core.jobs_of(b"c"):
+        core.done(b"c", rid)
+    assert core.jobs_of(b"c")[-1][1] == request("GET", 2)
+    assert core.stats["retries"] == 3
+
+
+def test_a_dead_handlers_post_gets_502(core):
+    core.join(b"a", 1)
+    core.on_request(request("POST", 9))
+    core.on_disconnect(1)
+    assert core.to_m2[0].startswith(b"sender 1:9, HTTP/1.1 502 Bad Gateway")
+    assert core.to_m2[1] == b"sender 1:9, "
+
+
+def test_an_unreachable_handler_is_forgotten_and_the_request_kept(core):
+    core.join(b"a", 1)
+    core.join(b"b", 2)
+    core.unreachable.add(b"a")
+    core.on_request(request("POST"))
+    assert b"a" not in core.workers
+    assert len(core.jobs_of(b"b")) == 1
+
+
+def test_bye_is_acknowledged_and_no_more_work_is_given(core):
+    core.join(b"a", 1)
+    core.on_request(request())
+    rid, _ = core.jobs_of(b"a")[0]
+    core.on_worker_frame(b"a", b"B")
+    assert (b"a", b"A") in core.sent
+    core.on_request(request(conn=2))
+    core.done(b"a", rid)
+    assert len(core.jobs_of(b"a")) == 1
+    assert len(core.queue) == 1
+    core.on_disconnect(1)
+    assert core.workers == {}
+
+
+def test_queue_limit_answers_503():
+    core = Core(queue_limit=2)
+    for conn in range(3):
+        core.on_request(request(conn=conn))
+    assert len(core.queue) == 2
+    assert core.to_m2[0].startswith(b"sender 1:2, HTTP/1.1 503 Service Unavailable")
+
+
+def test_strangers_are_asked_to_say_hello_now_and_then(core):
+    core.on_worker_frame(b"x", b"D" + b"\0" * 8 + b"stale reply")
+    core.on_worker_frame(b"x", b"D" + b"\0" * 8 + b"stale reply")
+    assert core.sent == [(b"x", b"W")]
+    assert core.to_m2 == []
+    core.clock_.now += 2
+    core.on_worker_frame(b"x", b"garbage")
+    assert core.sent == [(b"x", b"W"), (b"x", b"W")]
+
+
+def test_a_new_connection_on_a_known_socket_replaces_the_old_one(core):
+    core.join(b"old", 5)
+    core.on_request(request("POST"))
+    core.join(b"new", 5)  # fd 5 reused: the old connection must be gone
+    assert b"old" not in core.workers
+    assert core.to_m2[0].startswith(b"sender 1:1, HTTP/1.1 502")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([b"a", b"b", b"c", b"zz"]),
+            st.one_of(
+                st.binary(max_size=20),
+                st.builds(
+                    lambda k, rid, rest: k + rid + rest,
+                    st.sampled_from([b"D", b"M", b"F", b"H", b"B", b"Q", b"?"]),
+                    st.binary(min_size=0, max_size=9),
+                    st.binary(max_size=5),
+                ),
+                st.just(None),  # a request from Mongrel2
+                st.just(b"disconnect"),
+                st.just(b"tick"),
+            ),
+        ),
+        max_size=60,
+    )
+)
+def test_garbage_never_breaks_the_books(events):
+    core = Core(prefetch=1, steal_after=0.01)
+    core.join(b"a", 1)
+    core.join(b"b", 2)
+    for n, (ident, frame) in enumerate(events):
+        if frame is None:
+            core.on_request(request("GET" if n % 2 else "POST", n))
+        elif frame == b"disconnect":
+            core.on_disconnect({b"a": 1, b"b": 2}.get(ident, 9))
+        elif frame == b"tick":
+            core.clock_.now += 0.02
+            core.steal()
+        else:
+            core.on_worker_frame(ident, frame, 3)
+        # Invariants: the waiting count is exact; no worker holds more than its depth
+        # (stolen leftovers aside); free workers hold nothing.
+        waiting = sum(j.waiting for w in core.workers.values() for j in w.jobs.values())
+        assert core.waiting == waiting
+        for w in core.workers.values():
+            assert sum(not j.stolen for j in w.jobs.values()) <= core.depth
+        assert all(not w.jobs for w in core.free if not w.gone and not w.stopping)
+
+
+def test_replies_wait_in_order_while_mongrel2_is_not_taking_them():
+    ctx = zmq.Context()
+    d = Dispatcher("tcp://127.0.0.1:1", "tcp://127.0.0.1:2", [])
+    d.m2_out, d.router = ctx.socket(zmq.XPUB), ctx.socket(zmq.ROUTER)
+    d._poller = zmq.Poller()
+    d._poller.register(d.router, zmq.POLLIN)
+    sent, full = [], [True]
+
+    def psend(payload, flags, copy):
+        if full[0]:
+            raise zmq.Again()
+        sent.append(payload)
+
+    d._psend = psend
+    try:
+        d._to_m2(b"one")
+        full[0] = False
+        d._to_m2(b"two")  # must queue behind "one"
+        assert list(d.backlog) == [b"one", b"two"] and sent == []
+        d._update_interest()
+        assert dict(d._poller.sockets)[d.m2_out] == zmq.POLLOUT
+        d._m2_out_ready(zmq.POLLOUT)
+        assert sent == [b"one", b"two"] and not d.backlog
+        assert d.m2_out not in dict(d._poller.sockets)
+    finally:
+        d.m2_out.close(0)
+        d.router.close(0)
+        ctx.term()
