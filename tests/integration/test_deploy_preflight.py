@@ -32,6 +32,13 @@ CASES = [
         {"mongrel2_routes": [{"path": "/", "handler": "nope"}]}, "mongrel2_routes[0]", id="route-to-unknown-handler"
     ),
     pytest.param({"circus_log_level": "loud"}, "circus_log_level", id="bad-choice"),
+    pytest.param({"wsgi_app_mode": "proxy"}, "wsgi_app_mode", id="unknown-mode"),
+    pytest.param({"wsgi_app_dispatcher_port": 9997}, "wsgi_app_dispatcher_port", id="dispatcher-on-mongrel2-port"),
+    pytest.param(
+        {"wsgi_app_dispatcher_bind_address": "front.example"},
+        "wsgi_app_dispatcher_bind_address",
+        id="dispatcher-bind-not-an-address",
+    ),
     pytest.param({"circus_venv_dir": "relative/venv"}, "circus_venv_dir", id="relative-path"),
 ]
 
