@@ -11,7 +11,7 @@
 #   ANSIBLE_TEST_SCOPE         "module" (default): galaxy.yml, meta/, plugins/, tests/unit/,
 #                              tests/integration/targets/circus_watcher/ and tests/sanity/ only;
 #                              "collection": the whole checkout, for sanity over everything.
-#   ANSIBLE_TEST_TARGETS       what sanity/units test (default: the circus_watcher module and its unit tests;
+#   ANSIBLE_TEST_TARGETS       what sanity/units test (default: the circus_watcher and circus_info modules and their unit tests;
 #                              set to "" for everything in scope).
 #   RINGMASTER_ANSIBLE_TEST_HOME  HOME for ansible-test, which keeps its per-test venvs there between runs
 #                              (default: ${XDG_CACHE_HOME:-$HOME/.cache}/ringmaster-ansible-test).
@@ -44,8 +44,9 @@ if [[ -v ANSIBLE_TEST_TARGETS ]]; then
     units_targets=("${sanity_targets[@]}")
 else
     sanity_targets=(plugins/modules/circus_watcher.py tests/unit/plugins/modules/test_circus_watcher.py
+        plugins/modules/circus_info.py tests/unit/plugins/modules/test_circus_info.py
         tests/unit/conftest.py tests/integration/targets/circus_watcher/)
-    units_targets=(tests/unit/plugins/modules/test_circus_watcher.py)
+    units_targets=(tests/unit/plugins/modules/test_circus_watcher.py tests/unit/plugins/modules/test_circus_info.py)
 fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/ringmaster-ansible-test.XXXXXX")"

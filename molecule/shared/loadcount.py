@@ -24,14 +24,19 @@ def client(args, deadline, totals, lock):
     conn = None
     local = Counter()
     hosts = Counter()
+    body_out = b"x" * args.body_size if args.method == "POST" else None
+    slowest = 0.0
     while time.monotonic() < deadline and not os.path.exists(args.stop_file):
         local["sent"] += 1
+        started = time.monotonic()
         try:
             if conn is None:
                 conn = http.client.HTTPConnection(args.host, args.port, timeout=args.timeout)
-            conn.request("GET", args.path)
+            conn.request(args.method, args.path, body=body_out)
             resp = conn.getresponse()
             body = resp.read()
+            # Answered requests only: lost ones are counted as lost.
+            slowest = max(slowest, time.monotonic() - started)
             if 200 <= resp.status < 300:
                 local["ok"] += 1
                 match = HOST_RE.search(body)
@@ -61,6 +66,7 @@ def client(args, deadline, totals, lock):
     with lock:
         totals.update(local)
         totals["hosts"].update(hosts)
+        totals["slowest_answer"] = max(totals.get("slowest_answer", 0.0), slowest)
 
 
 def main(argv=None) -> int:
@@ -68,6 +74,8 @@ def main(argv=None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=6767)
     parser.add_argument("--path", default="/")
+    parser.add_argument("--method", choices=["GET", "POST"], default="GET")
+    parser.add_argument("--body-size", type=int, default=64, help="bytes in each POST body")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--duration", type=float, default=60.0, help="hard upper bound, seconds")
     parser.add_argument("--timeout", type=float, default=5.0, help="per request, seconds")
@@ -89,6 +97,7 @@ def main(argv=None) -> int:
     result = {"seconds": round(time.monotonic() - started, 1), "hosts": hosts}
     result.update({key: totals.get(key, 0) for key in ("sent", "ok", "failed", "lost")})
     result.update({key: value for key, value in totals.items() if key not in result})
+    result["slowest_answer"] = round(result.get("slowest_answer", 0.0), 3)
     print(json.dumps(result, sort_keys=True))
     return 0
 
