@@ -4,11 +4,14 @@
 One command, stdlib only (run it with Debian's python3):
 
     python3 bench/dispatcher.py [--procs 1] [--rounds 3] [--duration 5] [--connections 16]
+                                [--dispatcher-tcp] [--prefetch N]
 
 Same hello-world app, same number of Python handler/worker processes everywhere:
 
 - direct:     Mongrel2 -> ringmaster-wsgi (PULL straight from Mongrel2's PUSH)
 - dispatcher: Mongrel2 -> ringmaster-dispatcher -> ringmaster-wsgi --dispatcher
+              (Mongrel2 <-> dispatcher over ipc://, as recommended: both share a host;
+              --dispatcher-tcp for tcp:// loopback; dispatcher <-> handler over tcp://)
 - gunicorn sync
 
 wrk (keep-alive clients) runs in interleaved rounds; medians of req/s and p50/p99 are
@@ -151,9 +154,21 @@ def main() -> int:
     p.add_argument("--loss-requests", type=int, default=300, help="per connection")
     p.add_argument("--prefetch", type=int, help="ringmaster-dispatcher --prefetch")
     p.add_argument(
+        "--dispatcher-tcp",
+        dest="dispatcher_ipc",
+        action="store_false",
+        help=(
+            "connect the dispatcher to Mongrel2 over tcp:// loopback instead of ipc:// (the "
+            "dispatcher always runs on Mongrel2's host, and ipc:// is the recommended deploy, so "
+            "it is the default here; handlers reach the dispatcher over tcp:// either way)"
+        ),
+    )
+    p.add_argument(
         "--dispatcher-ipc",
+        dest="dispatcher_ipc",
         action="store_true",
-        help="connect the dispatcher to Mongrel2 over ipc:// (both on one host) instead of tcp://",
+        default=True,
+        help="ipc:// between Mongrel2 and the dispatcher (the default)",
     )
     args = p.parse_args()
     for tool in ("wrk", "mongrel2", "m2sh"):

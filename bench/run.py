@@ -3,7 +3,7 @@
 
 One command, stdlib only (run it with Debian's python3):
 
-    python3 bench/run.py [--procs 1] [--rounds 3] [--duration 5] [--connections 16]
+    python3 bench/run.py [--procs 1] [--rounds 3] [--duration 5] [--connections 16] [--ipc]
 
 It builds a throwaway venv under /tmp from bench/requirements.txt plus the handler package
 (cached by content hash), starts every server on free loopback ports in 20000-29999 with the
@@ -162,20 +162,30 @@ class Server:
 
 class Ringmaster(Server):
     name = "mongrel2+ringmaster"
+    # Handler <-> Mongrel2 over ipc:// (only possible when they share a host) instead of
+    # tcp:// loopback (the deploy's direct mode, handlers anywhere): --ipc.
+    ipc = False
 
     def start(self) -> None:
         root = self.workdir / "m2"
         for sub in ("logs", "run", "uploads"):
             (root / sub).mkdir(parents=True, exist_ok=True)
-        send, recv, ident = free_port(), free_port(), "bench-front"
+        ident = "bench-front"
+        if self.ipc:
+            # Relative to Mongrel2's chroot (root) for Mongrel2, absolute for the handler.
+            send, recv = "ipc://run/send", "ipc://run/recv"
+            ours = f"ipc://{ident}@{root}/run/send", f"ipc://{root}/run/recv"
+        else:
+            send, recv = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
+            ours = send.replace("://", f"://{ident}@", 1), recv
         (root / "mongrel2.conf").write_text(
             f"""
 main = Server(uuid="bench-server", access_log="/logs/access.log", error_log="/logs/error.log",
     chroot="{root}", default_host="localhost", name="main", pid_file="/run/mongrel2.pid",
     port={self.port}, bind_addr="127.0.0.1",
     hosts=[Host(name="localhost", routes={{
-        '/': Handler(send_spec='tcp://127.0.0.1:{send}', send_ident='{ident}',
-                     recv_spec='tcp://127.0.0.1:{recv}', recv_ident='{ident}')}})])
+        '/': Handler(send_spec='{send}', send_ident='{ident}',
+                     recv_spec='{recv}', recv_ident='{ident}')}})])
 settings = {{"server.daemonize": 0, "upload.temp_store": "uploads/upload.XXXXXX"}}
 servers = [main]
 """
@@ -188,8 +198,7 @@ servers = [main]
         self.mongrel2 = self.spawn(["mongrel2", "config.sqlite", "bench-server"], cwd=root)
         for _ in range(self.procs):
             self.spawn(
-                [self.bin("ringmaster-wsgi"), "--log-level", "warning", "hello:app",
-                 f"tcp://{ident}@127.0.0.1:{send}", f"tcp://127.0.0.1:{recv}"]
+                [self.bin("ringmaster-wsgi"), "--log-level", "warning", "hello:app", *ours]
             )  # fmt: skip
 
     def worker_pids(self) -> list[int]:
@@ -400,7 +409,13 @@ def main() -> int:
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--loss-requests", type=int, default=200, help="per connection")
     p.add_argument("--only", nargs="*", help="subset of servers (by name prefix)")
+    p.add_argument(
+        "--ipc",
+        action="store_true",
+        help="handler <-> Mongrel2 over ipc:// (same host only) instead of tcp:// loopback",
+    )
     args = p.parse_args()
+    Ringmaster.ipc = args.ipc
     for tool in ("wrk", "mongrel2", "m2sh"):
         if not shutil.which(tool):
             print(f"bench: {tool} is not installed", file=sys.stderr)
@@ -447,7 +462,8 @@ def report(results, losses, rss, args) -> None:
 
     print(
         f"\n{args.procs} Python process(es) per server, wrk -t1 -c{args.connections}, "
-        f"{args.rounds} rounds x {args.duration:g}s, medians\n"
+        f"{args.rounds} rounds x {args.duration:g}s, medians; ringmaster <-> Mongrel2 over "
+        f"{'ipc' if args.ipc else 'tcp'}\n"
     )
     header = (
         f"{'server':22} {'clients':10} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "

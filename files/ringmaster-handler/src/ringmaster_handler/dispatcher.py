@@ -41,6 +41,8 @@ BACKLOG_PAUSE = 10_000
 _NOBLOCK = int(zmq.NOBLOCK)
 _MORE_NOBLOCK = int(zmq.SNDMORE) | int(zmq.NOBLOCK)
 _backend_send = zmq.backend.Socket.send
+# Messages smaller than this are copied into ZeroMQ (cheaper than zero-copy).
+COPY_BELOW = 65536
 
 
 class Dispatcher(Scheduler):
@@ -162,27 +164,34 @@ class Dispatcher(Scheduler):
                 sock.close()
 
     def _to_m2(self, payload) -> None:
-        if self.backlog:
-            self.backlog.append(payload)
-            return
-        try:
-            self._psend(payload, _NOBLOCK, copy=False)
-        except zmq.Again:
-            self.backlog.append(payload)
-            log.warning("Mongrel2 is not taking replies fast enough; holding them")
-        except zmq.ZMQError as exc:
-            log.error("cannot send a reply to Mongrel2: %s", exc)
+        # Replies wait in the backlog until the end of the current batch of messages, then
+        # leave together (_flush_backlog): one wake-up of the I/O threads, ours and
+        # Mongrel2's, for several replies.
+        self.backlog.append(payload)
 
     def _flush_backlog(self) -> None:
         backlog = self.backlog
+        send = self._psend
         while backlog:
+            payload = backlog[0]
             try:
-                self._psend(backlog[0], _NOBLOCK, copy=False)
+                send(payload, _NOBLOCK, len(payload) < COPY_BELOW)
             except zmq.Again:
+                if not self._paused:
+                    log.warning("Mongrel2 is not taking replies fast enough; holding them")
                 return
             except zmq.ZMQError as exc:
                 log.error("cannot send a reply to Mongrel2: %s", exc)
             backlog.popleft()
+
+    def _flush(self) -> None:
+        """Send the replies of this batch; watch Mongrel2 for room if some must wait."""
+        if self.backlog:
+            self._flush_backlog()
+        if self.backlog or self._paused:
+            if self._paused and not self.backlog:
+                log.info("Mongrel2 is taking replies again")
+            self._update_interest()
 
     def _to_worker(self, ident: bytes, frame: bytes) -> bool:
         try:
@@ -231,6 +240,7 @@ class Dispatcher(Scheduler):
             if now >= next_house:
                 next_house = now + HOUSEKEEPING_MS / 1000
                 self._housekeeping()
+            self._flush()
 
     def _steal_timeout(self) -> int:
         due = self.steal_due()
@@ -270,8 +280,6 @@ class Dispatcher(Scheduler):
                 handle(ident, frame, fd)
             except Exception:
                 log.exception("internal error on a handler message %r", frame[:40])
-        if self.backlog or self._paused:
-            self._update_interest()
 
     def _discard_rest(self) -> None:
         while self.router.getsockopt(zmq.RCVMORE):
@@ -290,8 +298,6 @@ class Dispatcher(Scheduler):
                 handle(msg)
             except Exception:
                 log.exception("internal error on a request %r", msg[:80])
-        if self.backlog or self._paused:
-            self._update_interest()
 
     def _read_monitor(self) -> None:
         monitor = self.monitor
@@ -310,11 +316,7 @@ class Dispatcher(Scheduler):
             with contextlib.suppress(zmq.Again):
                 while True:
                     self.m2_out.recv(_NOBLOCK)
-        if self.backlog:
-            self._flush_backlog()
-            if not self.backlog:
-                log.info("Mongrel2 is taking replies again")
-            self._update_interest()
+        self._flush()
 
     def _update_interest(self) -> None:
         """Watch for Mongrel2 taking replies while some wait; stop reading handlers if many do."""
@@ -335,6 +337,7 @@ class Dispatcher(Scheduler):
         with contextlib.suppress(zmq.ZMQError):
             self.m2_in.disconnect(self.m2_send_url)
         self._read_requests_all()
+        self._flush_backlog()
         deadline = time.monotonic() + self.drain_timeout
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
@@ -357,6 +360,7 @@ class Dispatcher(Scheduler):
                     self._m2_out_ready(events)
             if self.waiting and self.free:
                 self.steal()
+            self._flush()
         unserved = len(self.queue)
         for msg in self.queue:
             self._answer(msg, 503)

@@ -37,11 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--prefetch",
         type=int,
-        default=8,
+        default=16,
         metavar="N",
         help=(
             "GET/HEAD requests that may wait inside a busy handler when no handler is free, "
-            "so it never idles waiting for the next one (default: 8; 0: one request per "
+            "so it never idles waiting for the next one (default: 16; 0: one request per "
             "handler, always)"
         ),
     )

@@ -117,12 +117,17 @@ class EnvironBuilder:
         # PATH arrives percent-encoded; PEP 3333 wants it decoded, bytes mapped as latin-1.
         env["PATH_INFO"] = unquote(path, "latin-1") if "%" in path else path
         env["REQUEST_METHOD"] = h["METHOD"]
-        env["QUERY_STRING"] = h.get("QUERY", "")
-        env["SERVER_PROTOCOL"] = h.get("VERSION", "HTTP/1.0")
-        env["REMOTE_ADDR"] = h.get("REMOTE_ADDR", "")
-        scheme = h.get("URL_SCHEME", "http")
+        get = h.get
+        env["QUERY_STRING"] = get("QUERY", "")
+        env["SERVER_PROTOCOL"] = get("VERSION", "HTTP/1.0")
+        env["REMOTE_ADDR"] = get("REMOTE_ADDR", "")
+        scheme = get("URL_SCHEME", "http")
         env["wsgi.url_scheme"] = scheme
-        env["SERVER_NAME"], env["SERVER_PORT"] = self._server_name_port(h.get("host"), scheme)
+        host = get("host")
+        try:
+            env["SERVER_NAME"], env["SERVER_PORT"] = self._hosts[host, scheme]
+        except (KeyError, TypeError):
+            env["SERVER_NAME"], env["SERVER_PORT"] = self._server_name_port(host, scheme)
         env["wsgi.input"] = wsgi_input
         return env
 

@@ -55,6 +55,7 @@ class Exchange:
         "_last_chunk",
         "_next_send",
         "_prefix",
+        "_push",
         "_send",
         "_send_last",
         "_stream_rate",
@@ -80,12 +81,16 @@ class Exchange:
         stream_rate: float = DEFAULT_STREAM_RATE,
         prefix: bytes = b"",
         send_last: Callable[[bytes], None] | None = None,
+        push: Callable[[], None] | None = None,
     ):
         # ``send`` takes whole reply messages; ``prefix`` is their Mongrel2 framing.
         # ``send_last``, if given, takes the response's last message instead (dispatcher
         # mode: it also tells the dispatcher the request is finished, saving a message).
+        # ``push``, if given, makes messages sent so far leave now: ``send`` may hold them
+        # back to send several responses in one burst, which paced streams must not wait for.
         self._send = send
         self._send_last = send_last
+        self._push = push
         self._prefix = prefix
         self.version = version
         self.keep_alive = keep_alive  # what the client asked for; the response may veto it
@@ -236,37 +241,13 @@ class Exchange:
         if self.status is None:
             raise AppError("write() or body before start_response")
         app = _app_head(self.status, self.headers)
-        body_allowed = app.body_allowed
-        content_length = app.content_length
-        keep_alive = self.keep_alive and not app.close
-        parts = [app.prefix]
-        if not app.has_date:
-            parts.append(date_line())
-        if (
-            body_allowed
-            and content_length is None
-            and known_length is not None
-            and not (self.is_head and known_length == 0)
-        ):
-            # (A HEAD answer's length should be the GET one's; an empty body says nothing.)
-            content_length = known_length
-            parts.append(b"Content-Length: %d\r\n" % known_length)
-        if body_allowed and content_length is None and not self.is_head:
-            if self.version == "HTTP/1.1":
-                self.chunked = True
-                parts.append(b"Transfer-Encoding: chunked\r\n")
-            else:
-                keep_alive = False  # the end of the body is the end of the connection
-        if not keep_alive:
-            parts.append(b"Connection: close\r\n\r\n")
-        elif self.version != "HTTP/1.1":
-            parts.append(b"Connection: keep-alive\r\n\r\n")
-        else:
-            parts.append(b"\r\n")
-        self.head = b"".join(parts)
-        self.content_length = content_length if body_allowed else None
-        self.keep_alive = keep_alive
-        self.body_allowed = body_allowed
+        key = (known_length, self.keep_alive, self.version, self.is_head)
+        plan = app.plans.get(key)
+        if plan is None:
+            plan = app.plan(*key)
+        tail, self.content_length, self.keep_alive, self.chunked, self.body_allowed = plan
+        # Everything but the Date line is the same for every response with this plan.
+        self.head = app.prefix + tail if app.has_date else app.prefix + date_line() + tail
 
     def _body(self, data: bytes) -> None:
         if self.is_head or not self.body_allowed:
@@ -308,6 +289,8 @@ class Exchange:
         if now < self._next_send:
             time.sleep(self._next_send - now)
         self._emit(payload, last)
+        if self._push is not None:
+            self._push()
         # Measured from the end of this send, so the gap holds however long the send took.
         self._next_send = time.monotonic() + max(MIN_MESSAGE_GAP, len(payload) / self._stream_rate)
 
@@ -329,7 +312,7 @@ def _as_bytes(data: object) -> bytes:
 class _AppHead:
     """What an app's status and header list mean for the reply, minus per-request parts."""
 
-    __slots__ = ("body_allowed", "close", "content_length", "has_date", "prefix")
+    __slots__ = ("body_allowed", "close", "content_length", "has_date", "plans", "prefix")
 
     def __init__(self, status: str, headers: list) -> None:
         code = status_code(status)
@@ -364,6 +347,54 @@ class _AppHead:
         self.body_allowed = code >= 200 and code not in _NO_BODY_STATUSES
         if not self.body_allowed:
             self.content_length = None
+        # (known length, client keep-alive, version, HEAD) -> what _decide_head decides
+        self.plans: dict[tuple, tuple] = {}
+
+    def plan(
+        self, known_length: int | None, keep_alive: bool, version: str, is_head: bool
+    ) -> tuple[bytes, int | None, bool, bool, bool]:
+        """The head's tail (after the Date line), Content-Length, keep-alive, chunked, body."""
+        key = (known_length, keep_alive, version, is_head)
+        body_allowed = self.body_allowed
+        content_length = self.content_length
+        keep_alive = keep_alive and not self.close
+        chunked = False
+        parts = []
+        if (
+            body_allowed
+            and content_length is None
+            and known_length is not None
+            and not (is_head and known_length == 0)
+        ):
+            # (A HEAD answer's length should be the GET one's; an empty body says nothing.)
+            content_length = known_length
+            parts.append(b"Content-Length: %d\r\n" % known_length)
+        if body_allowed and content_length is None and not is_head:
+            if version == "HTTP/1.1":
+                chunked = True
+                parts.append(b"Transfer-Encoding: chunked\r\n")
+            else:
+                keep_alive = False  # the end of the body is the end of the connection
+        if not keep_alive:
+            parts.append(b"Connection: close\r\n\r\n")
+        elif version != "HTTP/1.1":
+            parts.append(b"Connection: keep-alive\r\n\r\n")
+        else:
+            parts.append(b"\r\n")
+        result = (
+            b"".join(parts),
+            content_length if body_allowed else None,
+            keep_alive,
+            chunked,
+            body_allowed,
+        )
+        if len(self.plans) >= _PLANS_PER_HEAD:  # (bodies of ever-new lengths)
+            self.plans.clear()
+        self.plans[key] = result
+        return result
+
+
+_PLANS_PER_HEAD = 64
 
 
 # Most apps answer with a handful of distinct status/header combinations (hello-world: one),

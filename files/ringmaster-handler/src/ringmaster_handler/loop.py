@@ -1,11 +1,12 @@
 """The serving loop: ZeroMQ sockets, message dispatch, graceful shutdown."""
 
 import contextlib
-import io
 import logging
 import signal
 import socket
 import time
+from functools import partial
+from io import BytesIO
 
 import zmq
 
@@ -27,6 +28,22 @@ SEND_TIMEOUT = 30.0
 # Bounds what a stream can hold in our reply queue (streamed messages are up to 1 MiB).
 REPLY_HWM = 64
 
+
+# Messages smaller than this are copied into ZeroMQ (pyzmq's own copy threshold).
+COPY_BELOW = 65536
+# Plain ints: pyzmq's constants are enums, and enum arithmetic costs microseconds per call.
+NOBLOCK = int(zmq.NOBLOCK)
+_backend_send = zmq.backend.Socket.send
+_backend_recv = zmq.backend.Socket.recv
+_UPLOAD_START = uploads.UPLOAD_START
+_UPLOAD_DONE = uploads.UPLOAD_DONE
+
+# Reply messages of one request leave together when it is done (a reply and Mongrel2's
+# close message: one wake-up of libzmq's I/O threads, ours and Mongrel2's, not two). Never
+# across requests: a finished reply must not wait while the next request runs, which may be
+# slow (head-of-line blocking). Streamed responses push each paced message themselves; this
+# only bounds what one request can queue otherwise.
+OUTBOX_MAX = 16
 
 # How every disconnect notice ends, in both header protocols (the body is fixed JSON).
 _DISCONNECT_TAIL = b'21:{"type":"disconnect"},'
@@ -58,6 +75,7 @@ class HandlerLoop:
         self.fronts = fronts
         self.upload_root = upload_root
         self.environ = EnvironBuilder(script_name_from_route=script_name_from_route)
+        self.build_environ = self.environ.build
         self.subscribe_timeout = subscribe_timeout
         self.linger_ms = linger_ms
         self.drain_timeout = drain_timeout
@@ -66,6 +84,9 @@ class HandlerLoop:
         self._stop_deadline = 0.0
         self._debug = log.isEnabledFor(logging.DEBUG)
         self.served = 0
+        # Reply messages not sent yet (see OUTBOX_MAX and push).
+        self.outbox: list = []
+        self.outbox_max = OUTBOX_MAX
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -161,18 +182,21 @@ class HandlerLoop:
 
     def _serve(self, wake_r: socket.socket) -> None:
         pull = self.pull
-        recv = pull.recv
+        recv = partial(_backend_recv, pull)
         dispatch = self.dispatch
         poller = zmq.Poller()
         poller.register(pull, zmq.POLLIN)
         poller.register(self.reply, zmq.POLLIN)
         poller.register(wake_r.fileno(), zmq.POLLIN)
-        noblock = zmq.NOBLOCK
+        noblock = NOBLOCK
         again = zmq.Again
         while not self.stopping:
             try:
                 msg = recv(noblock)
             except again:
+                if self.outbox:
+                    self.push_quietly()
+                    continue
                 for sock, _ in poller.poll(IDLE_POLL_MS):
                     if sock is self.reply:
                         self._drain_subscriptions()
@@ -198,6 +222,7 @@ class HandlerLoop:
                 self.pull.disconnect(send.url)
         deadline = time.monotonic() + self.drain_timeout
         while True:
+            self.push_quietly()
             left = deadline - time.monotonic()
             if left <= 0 or not self.pull.poll(min(left, 0.05) * 1000, zmq.POLLIN):
                 return
@@ -225,13 +250,16 @@ class HandlerLoop:
         except Exception:
             log.exception("dropped a message that failed to parse (%d bytes)", len(msg))
             return
+        h = req.headers
         try:
-            if req.is_control:
+            if h["METHOD"] == "JSON":  # (parse_message made sure there is a METHOD)
                 self._control(req)
-            elif uploads.UPLOAD_START in req.headers or uploads.UPLOAD_DONE in req.headers:
+            elif _UPLOAD_START in h or _UPLOAD_DONE in h:
                 self._upload(req)
             else:
-                self.serve(req, io.BytesIO(req.body), None)
+                self.serve(req, BytesIO(req.body), None)
+            if self.outbox:
+                self.push()
         except SendTimeout as exc:
             log.error("reply to %r conn %s abandoned: %s", req.sender, req.conn_id, exc)
         except Exception:
@@ -250,7 +278,7 @@ class HandlerLoop:
         notice = uploads.classify(req)
         if notice is uploads.Notice.NONE:
             # A client forged the notice headers on an ordinary request: just serve it.
-            self.serve(req, io.BytesIO(req.body), None)
+            self.serve(req, BytesIO(req.body), None)
             return
         if notice is uploads.Notice.STARTED:
             if self._debug:
@@ -275,7 +303,7 @@ class HandlerLoop:
     def serve(self, req: Request, wsgi_input, content_length: str | None) -> None:
         h = req.headers
         version = h.get("VERSION", "HTTP/1.0")
-        prefix = single_reply_prefix(req.sender, req.conn_id)
+        prefix = b"%s %d:%s, " % (req.sender, len(req.conn_id), req.conn_id)
         connection = h.get("connection")
         exchange = Exchange(
             self.send,
@@ -285,9 +313,10 @@ class HandlerLoop:
             self.stream_rate,
             prefix,
             self.send_last,
+            self.push,
         )
         try:
-            environ = self.environ.build(req, wsgi_input, content_length)
+            environ = self.build_environ(req, wsgi_input, content_length)
         except Exception:
             log.exception("cannot build an environ for %r", req)
             self.send(prefix + simple_response(400, False))
@@ -305,24 +334,55 @@ class HandlerLoop:
             exchange.fail(exc)
 
     def send(self, data: bytes) -> None:
-        """Send one reply message, waiting (bounded) while Mongrel2 is behind."""
-        try:
-            self.reply.send(data, copy=False)
+        """Queue one reply message; it leaves when its request is done (see ``push``)."""
+        outbox = self.outbox
+        outbox.append(data)
+        if len(outbox) >= self.outbox_max:
+            self.push()
+
+    def push(self) -> None:
+        """Send the queued reply messages in order, waiting (bounded) while Mongrel2 is behind.
+
+        Raises SendTimeout (the messages not sent yet are dropped)."""
+        outbox = self.outbox
+        if not outbox:
             return
+        sock = self.reply
+        try:
+            for i, data in enumerate(outbox):  # noqa: B007 (i is used after the loop)
+                # The unwrapped send with plain-int flags: pyzmq's wrapper and enum flags
+                # cost microseconds per call. Small messages are copied (cheaper).
+                _backend_send(sock, data, 0, len(data) < COPY_BELOW)
         except zmq.Again:
-            pass
+            rest = outbox[i:]
+        else:
+            outbox.clear()
+            return
+        outbox.clear()
+        for data in rest:
+            self._send_slowly(data)
+
+    def push_quietly(self) -> None:
+        """``push`` between requests: a timeout is logged, not raised."""
+        try:
+            self.push()
+        except SendTimeout as exc:
+            log.error("dropped reply messages: %s", exc)
+
+    def _send_slowly(self, data: bytes) -> None:
+        copy = len(data) < COPY_BELOW
         started = time.monotonic()
         while True:
+            try:
+                _backend_send(self.reply, data, 0, copy)
+                return
+            except zmq.Again:
+                pass
             now = time.monotonic()
             if self.stopping and now > self._stop_deadline:
                 raise SendTimeout("stopping and Mongrel2 is not taking replies")
             if now - started > SEND_TIMEOUT:
                 raise SendTimeout(f"Mongrel2 took no reply for {SEND_TIMEOUT:.0f}s")
-            try:
-                self.reply.send(data, copy=False)
-                return
-            except zmq.Again:
-                continue
 
 
 def _drain_fd(sock: socket.socket) -> None:

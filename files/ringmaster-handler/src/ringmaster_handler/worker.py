@@ -16,6 +16,7 @@ import os
 import socket
 import time
 from collections import deque
+from functools import partial
 
 import zmq
 
@@ -33,7 +34,15 @@ from ringmaster_handler.credit import (
     hello_frame,
     monitor_event,
 )
-from ringmaster_handler.loop import SEND_SLICE_MS, SEND_TIMEOUT, HandlerLoop, SendTimeout
+from ringmaster_handler.loop import (
+    COPY_BELOW,
+    SEND_SLICE_MS,
+    SEND_TIMEOUT,
+    HandlerLoop,
+    SendTimeout,
+    _backend_recv,
+    _backend_send,
+)
 
 log = logging.getLogger("ringmaster_handler.worker")
 
@@ -46,6 +55,9 @@ HEARTBEAT_MS = 1000
 RECONNECT_MS = 100
 RECONNECT_MAX_MS = 1000
 _NOBLOCK = int(zmq.NOBLOCK)  # a plain int: enum arithmetic is slow
+# The most messages queued before they are sent (see loop.OUTBOX_MAX: they leave when each
+# request is done, and before the next one starts).
+WORKER_OUTBOX_MAX = 16
 
 
 class Link:
@@ -76,6 +88,7 @@ class WorkerLoop(HandlerLoop):
         self._rid = b""
         self._epoch = 0
         self._done = True
+        self.outbox_max = WORKER_OUTBOX_MAX
 
     # -- sockets ---------------------------------------------------------------------------
 
@@ -112,26 +125,36 @@ class WorkerLoop(HandlerLoop):
         run = self._run
         clock = time.monotonic
         single = self.links[0] if len(self.links) == 1 else None
+        single_recv = partial(_backend_recv, single.sock) if single is not None else None
         while not self.stopping:
             if pending:
                 if clock() - self._last_drained >= CANCEL_CHECK_AFTER:
                     self._wait(0)
                     if not pending:
                         continue
+                if self.outbox:
+                    self.push_quietly()  # (cancel answers): nothing waits while the app runs
                 run(pending.popleft())
             elif single is not None:
                 # The common case, under load: the next request is already here.
                 try:
-                    frame = single.sock.recv(_NOBLOCK)
+                    frame = single_recv(_NOBLOCK)
                 except zmq.Again:
+                    if self.outbox:
+                        self.push_quietly()
+                        continue
                     self._wait(IDLE_POLL_MS)
                     continue
                 self._on_frame(single, frame)
             else:
+                if self.outbox:
+                    self.push_quietly()
+                    continue
                 self._wait(IDLE_POLL_MS)
 
     def _drain(self) -> None:
         """After a stop: say bye, serve what the dispatchers sent before they heard it."""
+        self.push_quietly()  # (replies first: the bye must come after them)
         for link in self.links:
             if link.connected:
                 try:
@@ -145,6 +168,7 @@ class WorkerLoop(HandlerLoop):
             if self.pending:
                 self._run(self.pending.popleft())
                 continue
+            self.push_quietly()
             if all(link.acked for link in self.links):
                 return
             left = deadline - time.monotonic()
@@ -266,6 +290,8 @@ class WorkerLoop(HandlerLoop):
         if not self._done:
             self._done = True
             self._send_frame(link, epoch, FINISHED + rid)
+        if self.outbox:
+            self.push_quietly()
 
     def send(self, data: bytes) -> None:
         if self._done:
@@ -281,27 +307,41 @@ class WorkerLoop(HandlerLoop):
         self._send_frame(self._link, self._epoch, DONE + self._rid + data)
 
     def _send_frame(self, link: Link, epoch: int, data: bytes) -> None:
-        """Send to a dispatcher, waiting (bounded) while it is not taking messages."""
-        if link.epoch != epoch:
-            return  # the connection the request came on is gone, and with it the request
-        sock = link.sock
-        try:
-            sock.send(data, copy=False)
+        """Queue a message for a dispatcher; it leaves when its request is done (``push``)."""
+        outbox = self.outbox
+        outbox.append((link, epoch, data))
+        if len(outbox) >= self.outbox_max:
+            self.push()
+
+    def push(self) -> None:
+        """Send the queued messages in order, waiting (bounded) while a dispatcher is behind."""
+        outbox = self.outbox
+        if not outbox:
             return
-        except zmq.Again:
-            pass
+        items = outbox[:]
+        outbox.clear()
+        for link, epoch, data in items:
+            if link.epoch != epoch:
+                continue  # the connection the request came on is gone, and with it the request
+            try:
+                _backend_send(link.sock, data, _NOBLOCK, len(data) < COPY_BELOW)
+            except zmq.Again:
+                self._send_slowly_to(link, epoch, data)
+
+    def _send_slowly_to(self, link: Link, epoch: int, data: bytes) -> None:
+        copy = len(data) < COPY_BELOW
         started = time.monotonic()
-        while True:
+        while link.epoch == epoch:
+            try:
+                _backend_send(link.sock, data, 0, copy)  # (SNDTIMEO: blocks for a slice)
+                return
+            except zmq.Again:
+                pass
             now = time.monotonic()
             if self.stopping and now > self._stop_deadline:
                 raise SendTimeout("stopping and the dispatcher is not taking replies")
             if now - started > SEND_TIMEOUT:
                 raise SendTimeout(f"the dispatcher took no reply for {SEND_TIMEOUT:.0f}s")
-            try:
-                sock.send(data, copy=False)
-                return
-            except zmq.Again:
-                continue
 
 
 def _drain_fd(sock: socket.socket) -> None:
