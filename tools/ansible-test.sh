@@ -44,7 +44,7 @@ if [[ -v ANSIBLE_TEST_TARGETS ]]; then
     units_targets=("${sanity_targets[@]}")
 else
     sanity_targets=(plugins/modules/circus_watcher.py tests/unit/plugins/modules/test_circus_watcher.py
-        plugins/modules/circus_info.py tests/unit/plugins/modules/test_circus_info.py
+        plugins/modules/circus_info.py tests/unit/plugins/modules/test_circus_info.py plugins/module_utils/circusctl.py
         tests/unit/conftest.py tests/integration/targets/circus_watcher/)
     units_targets=(tests/unit/plugins/modules/test_circus_watcher.py tests/unit/plugins/modules/test_circus_info.py)
 fi

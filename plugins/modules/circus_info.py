@@ -221,11 +221,15 @@ totals:
 import json
 import os
 import re
-import shlex
 import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
+from ansible_collections.ringmaster.stack.plugins.module_utils.circusctl import (
+    CircusError,
+    build_argv,
+    parse_reply,
+)
 
 DEFAULT_ENDPOINT = "ipc:///run/circus/control.sock"
 DEFAULT_CIRCUSCTL = "/opt/ringmaster/circus/venv/bin/circusctl"
@@ -234,54 +238,6 @@ DEFAULT_STATE_FILE = "/run/circus/flapping.json"
 # circus.util.bytes2human: powers of 1024, two decimals.
 UNITS = "BKMGTPEZY"
 SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([BKMGTPEZY])$")
-
-
-class CircusError(Exception):
-    """circusctl got no answer, or circusd answered with an error."""
-
-    def __init__(self, message, reason=None):
-        super().__init__(message)
-        self.reason = reason
-
-
-def build_argv(circusctl, endpoint, timeout, args):
-    return [circusctl, "--json", "--endpoint", endpoint, "--timeout", str(timeout), *args]
-
-
-def load_reply(stdout):
-    """Return the JSON object circusctl printed, or None."""
-    lines = (stdout or "").strip().splitlines()
-    for candidate in ("\n".join(lines), lines[-1] if lines else ""):
-        try:
-            reply = json.loads(candidate)
-        except ValueError:
-            continue
-        if isinstance(reply, dict):
-            return reply
-    return None
-
-
-def parse_reply(rc, stdout, stderr, endpoint, timeout, args):
-    """Turn one circusctl --json run into circusd's reply, raising CircusError on any failure."""
-    command = shlex.join(args)
-    if rc != 0:
-        detail = (stderr or stdout or "").strip()
-        if "timed out" in detail.lower():
-            raise CircusError(
-                f'No answer from circusd at {endpoint} within {timeout}s to "{command}": circusd is not running or '
-                f"not listening on that endpoint"
-            )
-        last_line = detail.splitlines()[-1] if detail else "no output"
-        raise CircusError(f'circusctl failed (rc={rc}) running "{command}" against circusd at {endpoint}: {last_line}')
-    reply = load_reply(stdout)
-    if reply is None:
-        output = (stdout or stderr or "").strip() or "no output"
-        raise CircusError(f'circusctl printed no JSON reply for "{command}" against circusd at {endpoint}: {output}')
-    # circusctl --json exits 0 whatever circusd answers; only the reply tells a refusal apart.
-    if reply.get("status") == "error":
-        reason = reply.get("reason") or "unknown error"
-        raise CircusError(f'circusd at {endpoint} refused "{command}": {reason}', reason=reason)
-    return reply
 
 
 def parse_size(text):
