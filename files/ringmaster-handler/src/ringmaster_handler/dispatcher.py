@@ -18,7 +18,6 @@ forgotten at once and its requests retried or failed.
 import contextlib
 import errno
 import logging
-import signal
 import socket
 import time
 from functools import partial
@@ -27,6 +26,7 @@ import zmq
 
 from ringmaster_handler.credit import monitor_event
 from ringmaster_handler.scheduler import Scheduler
+from ringmaster_handler.stopsignals import drain_fd, stop_signals
 
 log = logging.getLogger("ringmaster_handler.dispatcher")
 
@@ -74,27 +74,16 @@ class Dispatcher(Scheduler):
         self.stopping = True
 
     def run(self) -> int:
-        wake_r, wake_w = socket.socketpair()
-        wake_r.setblocking(False)
-        wake_w.setblocking(False)
-        old_wakeup = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
-        old_handlers = {
-            sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)
-        }
-        # One I/O thread: connection events and messages then come in the order they happened.
-        ctx = zmq.Context(io_threads=1)
-        try:
-            self._open_sockets(ctx, wake_r)
-            self._serve()
-            self._drain()
-        finally:
-            self._close_sockets()
-            ctx.term()
-            for sig, handler in old_handlers.items():
-                signal.signal(sig, handler)
-            signal.set_wakeup_fd(old_wakeup)
-            wake_r.close()
-            wake_w.close()
+        with stop_signals(self.request_stop) as wake_r:
+            # One I/O thread: connection events and messages then come in the order they happened.
+            ctx = zmq.Context(io_threads=1)
+            try:
+                self._open_sockets(ctx, wake_r)
+                self._serve()
+                self._drain()
+            finally:
+                self._close_sockets()
+                ctx.term()
         log.info("stopped: %s", ", ".join(f"{k} {v}" for k, v in self.stats.items()))
         return 0
 
@@ -233,7 +222,7 @@ class Dispatcher(Scheduler):
                 elif sock is self.m2_out:
                     self._m2_out_ready(events)
                 else:
-                    _drain_fd(self._wake)
+                    drain_fd(self._wake)
             if self.waiting and self.free:
                 self.steal()
             now = clock()
@@ -375,11 +364,3 @@ class Dispatcher(Scheduler):
     def _read_requests_all(self) -> None:
         while self.m2_in.poll(0, zmq.POLLIN):
             self._read_requests()
-
-
-def _drain_fd(sock: socket.socket) -> None:
-    try:
-        while sock.recv(512):
-            pass
-    except (BlockingIOError, InterruptedError):
-        pass

@@ -2,7 +2,6 @@
 
 import contextlib
 import logging
-import signal
 import socket
 import time
 from functools import partial
@@ -17,6 +16,7 @@ from ringmaster_handler.exchange import DEFAULT_STREAM_RATE, Exchange
 from ringmaster_handler.request import Request, parse_message
 from ringmaster_handler.response import simple_response, single_reply_prefix, wants_keep_alive
 from ringmaster_handler.specs import Endpoint
+from ringmaster_handler.stopsignals import drain_fd, stop_signals
 
 log = logging.getLogger("ringmaster_handler.loop")
 
@@ -97,26 +97,15 @@ class HandlerLoop:
             self._stop_deadline = time.monotonic() + self.stop_timeout
 
     def run(self) -> int:
-        wake_r, wake_w = socket.socketpair()
-        wake_r.setblocking(False)
-        wake_w.setblocking(False)
-        old_wakeup = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
-        old_handlers = {
-            sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)
-        }
-        ctx = zmq.Context(io_threads=1)
-        try:
-            self._open_sockets(ctx)
-            self._serve(wake_r)
-            self._drain()
-        finally:
-            self._close_sockets()
-            ctx.term()
-            for sig, handler in old_handlers.items():
-                signal.signal(sig, handler)
-            signal.set_wakeup_fd(old_wakeup)
-            wake_r.close()
-            wake_w.close()
+        with stop_signals(self.request_stop) as wake_r:
+            ctx = zmq.Context(io_threads=1)
+            try:
+                self._open_sockets(ctx)
+                self._serve(wake_r)
+                self._drain()
+            finally:
+                self._close_sockets()
+                ctx.term()
         log.info("stopped after %d requests", self.served)
         return 0
 
@@ -201,7 +190,7 @@ class HandlerLoop:
                     if sock is self.reply:
                         self._drain_subscriptions()
                     elif sock == wake_r.fileno():
-                        _drain_fd(wake_r)
+                        drain_fd(wake_r)
                 continue
             dispatch(msg)
 
@@ -383,14 +372,6 @@ class HandlerLoop:
                 raise SendTimeout("stopping and Mongrel2 is not taking replies")
             if now - started > SEND_TIMEOUT:
                 raise SendTimeout(f"Mongrel2 took no reply for {SEND_TIMEOUT:.0f}s")
-
-
-def _drain_fd(sock: socket.socket) -> None:
-    try:
-        while sock.recv(512):
-            pass
-    except (BlockingIOError, InterruptedError):
-        pass
 
 
 def describe_fronts(fronts: list[tuple[Endpoint, Endpoint]]) -> str:

@@ -43,6 +43,7 @@ from ringmaster_handler.loop import (
     _backend_recv,
     _backend_send,
 )
+from ringmaster_handler.stopsignals import drain_fd
 
 log = logging.getLogger("ringmaster_handler.worker")
 
@@ -197,7 +198,7 @@ class WorkerLoop(HandlerLoop):
         for sock, _ in self._poller.poll(timeout_ms):
             found = self._by_sock.get(sock)
             if found is None:
-                _drain_fd(self._wake)
+                drain_fd(self._wake)
             elif found[1]:
                 self._link_events(found[0])
             else:
@@ -342,11 +343,3 @@ class WorkerLoop(HandlerLoop):
                 raise SendTimeout("stopping and the dispatcher is not taking replies")
             if now - started > SEND_TIMEOUT:
                 raise SendTimeout(f"the dispatcher took no reply for {SEND_TIMEOUT:.0f}s")
-
-
-def _drain_fd(sock: socket.socket) -> None:
-    try:
-        while sock.recv(512):
-            pass
-    except (BlockingIOError, InterruptedError):
-        pass
