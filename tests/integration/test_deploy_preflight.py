@@ -39,6 +39,11 @@ CASES = [
         "wsgi_app_dispatcher_bind_address",
         id="dispatcher-bind-not-an-address",
     ),
+    pytest.param(
+        {"wsgi_app_dispatcher_queue_timeout": -1},
+        "wsgi_app_dispatcher_queue_timeout",
+        id="negative-queue-timeout",
+    ),
     pytest.param({"circus_venv_dir": "relative/venv"}, "circus_venv_dir", id="relative-path"),
 ]
 

@@ -25,12 +25,12 @@ pytestmark = pytest.mark.skipif(
 class Stack:
     """Mongrel2 -> dispatcher -> handlers, everything stopped at the end."""
 
-    def __init__(self, root, workers: int = 2, app: str = "apps:router"):
+    def __init__(self, root, workers: int = 2, app: str = "apps:router", dispatcher_args=()):
         self.root = root
         self.route = handler_route()
         self.m2 = Mongrel2(root, {"/": self.route})
         self.bind = f"tcp://127.0.0.1:{free_port()}"
-        self.dispatcher = DispatcherProc(root, self.route, self.bind)
+        self.dispatcher = DispatcherProc(root, self.route, self.bind, *dispatcher_args)
         self.app = app
         self.workers: list[Worker] = []
         self.initial = workers
@@ -140,6 +140,42 @@ def test_a_slow_request_does_not_hold_up_fast_ones(stack, tmp_path):
         print(result, max(result.latencies))
         assert result.ok == result.sent > 20, result
         assert max(result.latencies) < 0.5, result
+
+
+def timed_get(stack, path: str, method: str = "GET", body=None) -> tuple[int, float]:
+    began = time.monotonic()
+    status, _ = stack.get(path, method, body)
+    return status, time.monotonic() - began
+
+
+def test_no_handler_at_all_means_503_after_the_queue_timeout(tmp_path):
+    with Stack(tmp_path, workers=0, dispatcher_args=("--queue-timeout", "0.5")) as stack:
+        for method, body in (("GET", None), ("POST", b"x")):
+            status, took = timed_get(stack, "/echo", method, body)
+            assert status == 503 and 0.45 < took < 1.5, (method, status, took)
+        stack.add_workers(1)
+        assert stack.get("/") == (200, b"Hello, World!")
+    assert "answered 503 to 1 requests no handler started within 0.5s" in (
+        stack.dispatcher.log_text()
+    )
+
+
+def test_requests_behind_a_busy_handler_get_503_after_the_queue_timeout(tmp_path):
+    mark = tmp_path / "slow-started"
+    with Stack(tmp_path, workers=1, dispatcher_args=("--queue-timeout", "0.5")) as stack:
+        slow = {}
+        t = threading.Thread(target=lambda: slow.update(r=stack.get(f"/sleep?s=2.5&mark={mark}")))
+        t.start()
+        try:
+            wait_for(mark.exists, 5, "the slow request to start")
+            # A GET waits inside the busy handler, a POST waits in the dispatcher.
+            for method, body in (("GET", None), ("POST", b"x")):
+                status, took = timed_get(stack, "/echo", method, body)
+                assert status == 503 and took < 1.5, (method, status, took)
+        finally:
+            t.join(10)
+        assert slow["r"] == (200, b"Hello, World!")  # the running request was left alone
+        assert stack.get("/echo", "POST", b"ok") == (200, b"ok")
 
 
 def test_no_request_is_lost_when_handlers_stop_and_start(tmp_path):
@@ -258,6 +294,7 @@ def test_handler_usage_errors_in_dispatcher_mode(capsys, argv, message):
         (["tcp://h:1", "tcp://h:2", "tcp://x@h:3"], "takes no ident"),
         (["--prefetch", "-1", "tcp://h:1", "tcp://h:2", "tcp://h:3"], "--prefetch"),
         (["--steal-after", "0", "tcp://h:1", "tcp://h:2", "tcp://h:3"], "--steal-after"),
+        (["--queue-timeout", "-1", "tcp://h:1", "tcp://h:2", "tcp://h:3"], "--queue-timeout"),
     ],
 )
 def test_dispatcher_usage_errors(capsys, argv, message):

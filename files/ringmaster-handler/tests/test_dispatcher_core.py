@@ -163,7 +163,7 @@ def test_a_dead_handlers_gets_are_retried_and_others_answered(core):
     assert b"sender 1:1, " in core.to_m2
     # Every GET goes to the survivor.
     assert [req for _, req in core.jobs_of(b"c")] == [request("GET", n) for n in (3, 4)]
-    assert list(core.queue) == [request("GET", 2)]
+    assert [msg for msg, _ in core.queue] == [request("GET", 2)]
     for rid, _ in core.jobs_of(b"c"):
         core.done(b"c", rid)
     assert core.jobs_of(b"c")[-1][1] == request("GET", 2)
@@ -209,6 +209,76 @@ def test_queue_limit_answers_503():
     assert core.to_m2[0].startswith(b"sender 1:2, HTTP/1.1 503 Service Unavailable")
 
 
+def test_nothing_expires_without_a_queue_timeout(core):
+    core.on_request(request("POST"))
+    core.clock_.now += 3600
+    core.expire()
+    assert core.to_m2 == [] and len(core.queue) == 1
+    assert core.expire_due() is None
+
+
+def is_503(payload: bytes) -> bool:
+    return b" HTTP/1.1 503 Service Unavailable" in payload
+
+
+@pytest.mark.parametrize(
+    ("workers", "requests", "waited", "expired", "left"),
+    [
+        # No handler at all: everything that waited long enough gets 503, the rest waits on.
+        ([], [("POST", 0.0), ("GET", 0.0), ("GET", 1.5)], 2.0, 2, 1),
+        ([], [("GET", 0.0)], 1.99, 0, 1),
+        # One handler busy with a slow POST: the queued POST and the GETs waiting inside
+        # the handler expire; the POST it is running does not.
+        (["a"], [("POST", 0.0), ("GET", 0.0), ("GET", 0.0), ("POST", 0.0)], 2.0, 3, 0),
+        # A free handler takes everything: nothing expires.
+        (["a", "b", "c"], [("GET", 0.0), ("POST", 0.0), ("GET", 0.0)], 5.0, 0, 0),
+    ],
+)
+def test_requests_no_handler_started_in_time_get_503(workers, requests, waited, expired, left):
+    core = Core(prefetch=2, queue_timeout=2.0)
+    for fd, name in enumerate(workers, 1):
+        core.join(name.encode(), fd)
+    start = core.clock_.now
+    for conn, (method, at) in enumerate(requests):
+        core.clock_.now = start + at
+        core.on_request(request(method, conn))
+    core.clock_.now = start + waited
+    core.expire()
+    assert sum(map(is_503, core.to_m2)) == expired
+    assert core.stats["expired"] == expired
+    assert len(core.queue) == left
+    assert core.waiting == 0 or expired == 0
+    # A handler told to skip a request it held: it is cancelled, and a late reply is dropped.
+    cancelled = [f for _, f in core.sent if f[:1] == b"C"]
+    for frame in cancelled:
+        replies = len(core.to_m2)
+        core.done(b"a", frame[1:HEAD_LEN])
+        assert len(core.to_m2) == replies
+
+
+def test_expiry_is_due_at_the_oldest_waiting_request():
+    core = Core(prefetch=2, queue_timeout=2.0)
+    assert core.expire_due() is None
+    core.join(b"a", 1)
+    core.on_request(request("POST", 1))  # running: never expires
+    core.clock_.now += 0.5
+    core.on_request(request("GET", 2))  # waits inside a
+    core.clock_.now += 0.5
+    core.on_request(request("POST", 3))  # waits here
+    assert core.expire_due() == pytest.approx(102.5)
+
+
+def test_a_retried_request_keeps_its_first_arrival_time():
+    core = Core(prefetch=0, queue_timeout=2.0)
+    core.join(b"a", 1)
+    core.on_request(request("GET", 1))
+    core.clock_.now += 1.5
+    core.on_disconnect(1)  # retried: back in the queue, no handler left
+    core.clock_.now += 0.6
+    core.expire()
+    assert is_503(core.to_m2[0])
+
+
 def test_strangers_are_asked_to_say_hello_now_and_then(core):
     core.on_worker_frame(b"x", b"D" + b"\0" * 8 + b"stale reply")
     core.on_worker_frame(b"x", b"D" + b"\0" * 8 + b"stale reply")
@@ -249,7 +319,7 @@ def test_a_new_connection_on_a_known_socket_replaces_the_old_one(core):
     )
 )
 def test_garbage_never_breaks_the_books(events):
-    core = Core(prefetch=1, steal_after=0.01)
+    core = Core(prefetch=1, steal_after=0.01, queue_timeout=0.05)
     core.join(b"a", 1)
     core.join(b"b", 2)
     for n, (ident, frame) in enumerate(events):
@@ -260,6 +330,7 @@ def test_garbage_never_breaks_the_books(events):
         elif frame == b"tick":
             core.clock_.now += 0.02
             core.steal()
+            core.expire()
         else:
             core.on_worker_frame(ident, frame, 3)
         # Invariants: the waiting count is exact; no worker holds more than its depth

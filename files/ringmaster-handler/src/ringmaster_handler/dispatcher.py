@@ -238,6 +238,8 @@ class Dispatcher(Scheduler):
         return max(0, min(HOUSEKEEPING_MS, int((due - self.clock()) * 1000) + 1))
 
     def _housekeeping(self) -> None:
+        if self.queue_timeout and (self.queue or self.waiting):
+            self.expire()
         if self.monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             self._read_monitor()
         events = self.m2_out.getsockopt(zmq.EVENTS)
@@ -349,9 +351,10 @@ class Dispatcher(Scheduler):
                     self._m2_out_ready(events)
             if self.waiting and self.free:
                 self.steal()
+            self.expire()
             self._flush()
         unserved = len(self.queue)
-        for msg in self.queue:
+        for msg, _ in self.queue:
             self._answer(msg, 503)
         self.queue.clear()
         if unserved or self.pending():

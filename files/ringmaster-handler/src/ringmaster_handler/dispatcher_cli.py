@@ -63,6 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="answer 503 at once when this many requests already wait for a handler",
     )
     p.add_argument(
+        "--queue-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help=(
+            "answer 503 to a request no handler has started this long after it arrived "
+            "(default: 10; 0: wait as long as it takes)"
+        ),
+    )
+    p.add_argument(
         "--heartbeat",
         type=float,
         default=1.0,
@@ -106,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("steal_after", "heartbeat", "drain_timeout", "subscribe_timeout"):
             if getattr(args, name) <= 0:
                 raise SpecError(f"--{name.replace('_', '-')} must be positive")
+        if args.queue_timeout < 0:
+            raise SpecError("--queue-timeout must be 0 or more")
         if args.queue_limit < 1:
             raise SpecError("--queue-limit must be positive")
     except SpecError as exc:
@@ -125,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         prefetch=args.prefetch,
         steal_after=args.steal_after,
         queue_limit=args.queue_limit,
+        queue_timeout=args.queue_timeout,
         heartbeat=args.heartbeat,
         drain_timeout=args.drain_timeout,
         subscribe_timeout=args.subscribe_timeout,

@@ -13,6 +13,8 @@ Scheduling, per handler ("worker"):
   worker had already started it, it runs twice: hence GET/HEAD only. Its reply is dropped.)
 - A worker that is gone has its requests retried (GET/HEAD with no reply bytes sent yet),
   answered 502 (nothing sent yet), or their connections closed (a reply was under way).
+- A request that no worker has started within ``queue_timeout`` of its arrival is answered
+  503 (``expire``): a client learns at once that nobody can serve it, instead of hanging.
 """
 
 import logging
@@ -49,10 +51,13 @@ WHO_INTERVAL = 1.0
 class Job:
     """One request handed to a worker."""
 
-    __slots__ = ("msg", "replied", "rid", "sent_at", "stolen", "waiting", "worker")
+    __slots__ = ("arrived", "msg", "replied", "rid", "sent_at", "stolen", "waiting", "worker")
 
-    def __init__(self, msg: bytes, rid: bytes, worker: "Worker", now: float, waiting: bool):
+    def __init__(
+        self, msg: bytes, arrived: float, rid: bytes, worker: "Worker", now: float, waiting: bool
+    ):
         self.msg = msg
+        self.arrived = arrived  # when Mongrel2 handed it to us (kept across retries)
         self.rid = rid
         self.worker = worker
         self.sent_at = now
@@ -90,18 +95,22 @@ class Scheduler:
         prefetch: int = 8,
         steal_after: float = 0.01,
         queue_limit: int = 10_000,
+        queue_timeout: float = 0.0,
         clock=time.monotonic,
     ) -> None:
         self.depth = 1 + max(0, prefetch)
         self.refill_at = self.depth // 2
         self.steal_after = steal_after
         self.queue_limit = queue_limit
+        self.queue_timeout = queue_timeout  # 0: requests wait for a worker as long as it takes
         self.clock = clock
 
         self.workers: dict[bytes, Worker] = {}
         self.by_fd: dict[int, Worker] = {}
         self.free: deque[Worker] = deque()
-        self.queue: deque[bytes] = deque()  # requests no worker has taken yet
+        # Requests no worker has taken yet, with their arrival times. Retries go back in
+        # front with their first arrival time, so the queue stays ordered by arrival.
+        self.queue: deque[tuple[bytes, float]] = deque()
         self.waiting = 0  # jobs queued inside busy workers, not started
         self.backlog: deque = deque()  # replies Mongrel2 has not taken yet
         # Request ids start at a random point so a restarted dispatcher never mistakes a
@@ -115,6 +124,7 @@ class Scheduler:
             "retries": 0,
             "failed": 0,
             "rejected": 0,
+            "expired": 0,
             "stray": 0,
         }
 
@@ -123,25 +133,26 @@ class Scheduler:
         if msg.endswith(DISCONNECT_TAIL):
             return  # a client went away; handlers have nothing to do with it
         self.stats["requests"] += 1
+        now = self.clock()
         free = self.free
         while free:
             w = free.popleft()
             w.in_free = False
             if not (w.gone or w.stopping or w.jobs):
-                w.started = self.clock()
-                self._send_job(w, msg, False)
+                w.started = now
+                self._send_job(w, msg, now, False)
                 return
         queue = self.queue
         if not queue and self.depth > 1 and is_idempotent(msg):
             w = self._prefetch_target()
             if w is not None:
-                self._send_job(w, msg, True)
+                self._send_job(w, msg, now, True)
                 return
         if len(queue) >= self.queue_limit:
             self.stats["rejected"] += 1
             self._answer(msg, 503)
             return
-        queue.append(msg)
+        queue.append((msg, now))
 
     def on_worker_frame(self, ident: bytes, frame: bytes, fd: int = -1) -> None:
         """One message from a handler (``ident`` is its ROUTER routing id)."""
@@ -208,7 +219,49 @@ class Scheduler:
                       now - job.sent_at, owner.name, thief.name)  # fmt: skip
             self._to_worker(owner.ident, CANCEL + job.rid)
             thief.started = now
-            self._send_job(thief, job.msg, False)
+            self._send_job(thief, job.msg, job.arrived, False)
+
+    def expire_due(self) -> float | None:
+        """When the next request would expire (clock time), or None if none can."""
+        if not self.queue_timeout:
+            return None
+        due = None
+        if self.queue:
+            due = self.queue[0][1]
+        if self.waiting:
+            job = self._oldest_waiting(by="arrived")
+            if job is not None and (due is None or job.arrived < due):
+                due = job.arrived
+        return None if due is None else due + self.queue_timeout
+
+    def expire(self) -> None:
+        """Answer 503 to requests no worker has started within ``queue_timeout``."""
+        if not self.queue_timeout:
+            return
+        cutoff = self.clock() - self.queue_timeout
+        expired = 0
+        queue = self.queue
+        while queue and queue[0][1] <= cutoff:
+            self._answer(queue.popleft()[0], 503)
+            expired += 1
+        # GET/HEAD waiting behind a long request in a busy worker: the worker is told to
+        # skip them, as after a steal, and any reply it sends anyway is dropped.
+        while self.waiting:
+            job = self._oldest_waiting(by="arrived")
+            if job is None or job.arrived > cutoff:
+                break
+            job.stolen = True
+            job.waiting = False
+            self.waiting -= 1
+            self._to_worker(job.worker.ident, CANCEL + job.rid)
+            self._answer(job.msg, 503)
+            expired += 1
+        if expired:
+            self.stats["expired"] += expired
+            log.warning(
+                "answered 503 to %d requests no handler started within %gs (%d connected)",
+                expired, self.queue_timeout, len(self.workers),
+            )  # fmt: skip
 
     def pending(self) -> int:
         """Requests not finished yet: queued here or held by workers."""
@@ -218,17 +271,17 @@ class Scheduler:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _send_job(self, w: Worker, msg: bytes, waiting: bool) -> None:
+    def _send_job(self, w: Worker, msg: bytes, arrived: float, waiting: bool) -> None:
         n = self._next_rid
         self._next_rid = n + 1
         rid = rid_bytes(n)
         if not self._to_worker(w.ident, REQUEST + rid + msg):
             # It vanished between its last message and now: the request goes back in line.
-            self.queue.appendleft(msg)
+            self.queue.appendleft((msg, arrived))
             self._forget(w, "unreachable")
             self._offer()
             return
-        w.jobs[rid] = Job(msg, rid, w, self.clock(), waiting)
+        w.jobs[rid] = Job(msg, arrived, rid, w, self.clock(), waiting)
         if waiting:
             self.waiting += 1
 
@@ -256,13 +309,13 @@ class Scheduler:
     def _top_up(self, w: Worker) -> None:
         queue, jobs, depth = self.queue, w.jobs, self.depth
         while queue and len(jobs) < depth:
-            msg = queue[0]
+            msg, arrived = queue[0]
             if jobs and not is_idempotent(msg):
                 return  # only a free worker may take it
             queue.popleft()
             if not jobs:
                 w.started = self.clock()
-            self._send_job(w, msg, bool(jobs))
+            self._send_job(w, msg, arrived, bool(jobs))
             if w.gone:
                 return
 
@@ -284,12 +337,12 @@ class Scheduler:
                 return w
         return None
 
-    def _oldest_waiting(self) -> Job | None:
+    def _oldest_waiting(self, by: str = "sent_at") -> Job | None:
         oldest = None
         for w in self.workers.values():
             if len(w.jobs) > 1:
                 for job in w.jobs.values():
-                    if job.waiting and (oldest is None or job.sent_at < oldest.sent_at):
+                    if job.waiting and (oldest is None or getattr(job, by) < getattr(oldest, by)):
                         oldest = job
         return oldest
 
@@ -369,7 +422,7 @@ class Scheduler:
                 self._to_m2_close(job.msg)  # part of a reply went out: only closing is safe
                 self.stats["failed"] += 1
             elif is_idempotent(job.msg):
-                retry.append(job.msg)
+                retry.append((job.msg, job.arrived))
             else:
                 self._answer(job.msg, 502)
                 self.stats["failed"] += 1
