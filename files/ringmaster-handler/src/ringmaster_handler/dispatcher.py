@@ -24,7 +24,7 @@ from functools import partial
 
 import zmq
 
-from ringmaster_handler.credit import HEAD_LEN, REQUEST, monitor_event
+from ringmaster_handler.credit import monitor_event
 from ringmaster_handler.scheduler import Scheduler
 from ringmaster_handler.stopsignals import drain_fd, stop_signals
 
@@ -68,7 +68,6 @@ class Dispatcher(Scheduler):
         self.linger_ms = linger_ms
         self.stopping = False
         self._paused = False  # watching Mongrel2 for room to send replies
-        self.outbox: list[tuple[bytes, bytes]] = []  # (routing id, frame) for handlers
 
     def request_stop(self, *_args) -> None:
         # Runs as a signal handler: only set a flag, the loop does the rest.
@@ -175,10 +174,7 @@ class Dispatcher(Scheduler):
             backlog.popleft()
 
     def _flush(self) -> None:
-        """Send this batch's messages to handlers, then its replies; watch Mongrel2 for room
-        if some must wait."""
-        if self.outbox:
-            self._flush_workers()
+        """Send the replies of this batch; watch Mongrel2 for room if some must wait."""
         if self.backlog:
             self._flush_backlog()
         if self.backlog or self._paused:
@@ -187,54 +183,15 @@ class Dispatcher(Scheduler):
             self._update_interest()
 
     def _to_worker(self, ident: bytes, frame: bytes) -> bool:
-        # Like replies, messages to handlers wait until the end of the current batch and
-        # leave together, in order (_flush_workers): one wake-up of our I/O thread for the
-        # batch, not one per request. A handler found unreachable then gets its unsent
-        # requests put back in line, as if they had never been handed to it.
-        self.outbox.append((ident, frame))
+        try:
+            self._rsend(ident, _MORE_NOBLOCK)
+        except zmq.ZMQError as exc:
+            # EHOSTUNREACH: no such peer any more; EAGAIN: it stopped reading.
+            if exc.errno not in (errno.EHOSTUNREACH, errno.EAGAIN):
+                log.error("cannot send to a handler: %s", exc)
+            return False
+        self._rsend(frame, _NOBLOCK)  # requests are small: copying is cheaper
         return True
-
-    def _flush_workers(self) -> None:
-        send = self._rsend
-        while self.outbox:
-            out, self.outbox = self.outbox, []
-            failed: dict[bytes, list[bytes]] | None = None
-            for ident, frame in out:
-                if failed is not None and ident in failed:
-                    failed[ident].append(frame)
-                    continue
-                try:
-                    send(ident, _MORE_NOBLOCK)
-                except zmq.ZMQError as exc:
-                    # EHOSTUNREACH: no such peer any more; EAGAIN: it stopped reading.
-                    if exc.errno not in (errno.EHOSTUNREACH, errno.EAGAIN):
-                        log.error("cannot send to a handler: %s", exc)
-                    if failed is None:
-                        failed = {}
-                    failed[ident] = [frame]
-                    continue
-                send(frame, _NOBLOCK)  # requests are small: copying is cheaper
-            if failed:
-                for ident, frames in failed.items():
-                    self._unreachable(ident, frames)
-
-    def _unreachable(self, ident: bytes, frames: list[bytes]) -> None:
-        """Requests in ``frames`` never left: back in line; then the handler is forgotten."""
-        w = self.workers.get(ident)
-        if w is None:
-            return
-        unsent = []
-        for frame in frames:
-            if frame[:1] == REQUEST:
-                job = w.jobs.pop(frame[1:HEAD_LEN], None)
-                if job is not None:
-                    if job.waiting:
-                        job.waiting = False
-                        self.waiting -= 1
-                    unsent.append(job.msg)
-        self.queue.extendleft(reversed(unsent))
-        self._forget(w, "unreachable")
-        self._offer()
 
     def _sync_liveness(self) -> None:
         self._read_monitor()
@@ -268,10 +225,6 @@ class Dispatcher(Scheduler):
                     drain_fd(self._wake)
             if self.waiting and self.free:
                 self.steal()
-            if self.outbox:
-                # Before connection events are looked at: a request must have left before
-                # its handler can be found gone holding it.
-                self._flush_workers()
             now = clock()
             if now >= next_house:
                 next_house = now + HOUSEKEEPING_MS / 1000
@@ -373,7 +326,6 @@ class Dispatcher(Scheduler):
         with contextlib.suppress(zmq.ZMQError):
             self.m2_in.disconnect(self.m2_send_url)
         self._read_requests_all()
-        self._flush_workers()
         self._flush_backlog()
         deadline = time.monotonic() + self.drain_timeout
         poller = zmq.Poller()
@@ -407,7 +359,6 @@ class Dispatcher(Scheduler):
                 "stopped with %d requests no handler took (answered 503) and %d unfinished",
                 unserved, self.pending(),
             )  # fmt: skip
-        self._flush_workers()
         self._flush_backlog()
 
     def _read_requests_all(self) -> None:
