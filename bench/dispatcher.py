@@ -4,14 +4,15 @@
 One command, stdlib only (run it with Debian's python3):
 
     python3 bench/dispatcher.py [--procs 1] [--rounds 3] [--duration 5] [--connections 16]
-                                [--dispatcher-tcp] [--prefetch N]
+                                [--dispatcher-tcp] [--handlers-ipc] [--prefetch N]
 
 Same hello-world app, same number of Python handler/worker processes everywhere:
 
 - direct:     Mongrel2 -> ringmaster-wsgi (PULL straight from Mongrel2's PUSH)
 - dispatcher: Mongrel2 -> ringmaster-dispatcher -> ringmaster-wsgi --dispatcher
               (Mongrel2 <-> dispatcher over ipc://, as recommended: both share a host;
-              --dispatcher-tcp for tcp:// loopback; dispatcher <-> handler over tcp://)
+              --dispatcher-tcp for tcp:// loopback; dispatcher <-> handler over tcp://,
+              --handlers-ipc for ipc://)
 - gunicorn sync
 
 wrk (keep-alive clients) runs in interleaved rounds; medians of req/s and p50/p99 are
@@ -105,10 +106,16 @@ class Direct(Mongrel2Front):
 class Dispatched(Mongrel2Front):
     name = "dispatcher"
     extra_args: tuple[str, ...] = ()
+    # Handlers reach the dispatcher over ipc:// (only when they share its host) instead of
+    # tcp:// loopback: --handlers-ipc.
+    handlers_ipc = False
 
     def start(self) -> None:
         send, recv = self.start_mongrel2()
-        self.bind = f"tcp://127.0.0.1:{run.free_port()}"
+        if self.handlers_ipc:
+            self.bind = f"ipc://{self.workdir}/{self.name.replace(' ', '-')}-{self.port}"
+        else:
+            self.bind = f"tcp://127.0.0.1:{run.free_port()}"
         self.dispatcher = self.spawn(
             [self.bin("ringmaster-dispatcher"), "--log-level", "warning", *self.extra_args,
              send, recv, self.bind]
@@ -170,12 +177,18 @@ def main() -> int:
         default=True,
         help="ipc:// between Mongrel2 and the dispatcher (the default)",
     )
+    p.add_argument(
+        "--handlers-ipc",
+        action="store_true",
+        help="handlers reach the dispatcher over ipc:// instead of tcp:// loopback (co-located)",
+    )
     args = p.parse_args()
     for tool in ("wrk", "mongrel2", "m2sh"):
         if not shutil.which(tool):
             print(f"bench: {tool} is not installed", file=sys.stderr)
             return 2
     Dispatched.ipc = args.dispatcher_ipc
+    Dispatched.handlers_ipc = args.handlers_ipc
     if args.prefetch is not None:
         Dispatched.extra_args = ("--prefetch", str(args.prefetch))
 
@@ -226,7 +239,8 @@ def report(results, steady, churn, rss, args) -> None:
     print(
         f"\n{args.procs} Python process(es) per server, wrk -t1 -c{args.connections} "
         f"(keep-alive), {args.rounds} rounds x {args.duration}s, medians; dispatcher <-> Mongrel2 "
-        f"over {'ipc' if args.dispatcher_ipc else 'tcp'}\n"
+        f"over {'ipc' if args.dispatcher_ipc else 'tcp'}, handlers over "
+        f"{'ipc' if args.handlers_ipc else 'tcp'}\n"
     )
     header = (
         f"{'server':12} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'vs sync':>7} "
