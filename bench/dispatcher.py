@@ -4,7 +4,7 @@
 One command, stdlib only (run it with Debian's python3):
 
     python3 bench/dispatcher.py [--procs 1] [--rounds 3] [--duration 5] [--connections 16]
-                                [--dispatcher-tcp] [--handlers-ipc] [--prefetch N]
+                                [--dispatcher-tcp] [--handlers-ipc] [--prefetch N] [--curve]
 
 Same hello-world app, same number of Python handler/worker processes everywhere:
 
@@ -13,6 +13,7 @@ Same hello-world app, same number of Python handler/worker processes everywhere:
               (Mongrel2 <-> dispatcher over ipc://, as recommended: both share a host;
               --dispatcher-tcp for tcp:// loopback; dispatcher <-> handler over tcp://,
               --handlers-ipc for ipc://)
+- dispatcher curve (with --curve): the same with CURVE on the dispatcher <-> handler link
 - gunicorn sync
 
 wrk (keep-alive clients) runs in interleaved rounds; medians of req/s and p50/p99 are
@@ -109,6 +110,7 @@ class Dispatched(Mongrel2Front):
     # Handlers reach the dispatcher over ipc:// (only when they share its host) instead of
     # tcp:// loopback: --handlers-ipc.
     handlers_ipc = False
+    curve = False  # CURVE on the dispatcher <-> handler link, keys made as the role makes them
 
     def start(self) -> None:
         send, recv = self.start_mongrel2()
@@ -116,19 +118,48 @@ class Dispatched(Mongrel2Front):
             self.bind = f"ipc://{self.workdir}/{self.name.replace(' ', '-')}-{self.port}"
         else:
             self.bind = f"tcp://127.0.0.1:{run.free_port()}"
+        server_args: list[str] = []
+        self.client_args: list[str] = []
+        if self.curve:
+            keys = self.workdir / "curve"
+            (keys / "authorized").mkdir(parents=True, exist_ok=True)
+            for name in ("dispatcher", "handler"):
+                subprocess.run(
+                    [self.bin("python"), "-m", "ringmaster_handler.curve", str(keys), name],
+                    check=True, capture_output=True, timeout=30,
+                )  # fmt: skip
+            shutil.copy(keys / "handler.key", keys / "authorized" / "handler.key")
+            public = next(
+                line.split('"')[1]
+                for line in (keys / "dispatcher.key").read_text().splitlines()
+                if line.strip().startswith("public-key")
+            )
+            (keys / "servers").write_text(f"{self.bind} {public}\n")
+            server_args = ["--curve-secret-key", str(keys / "dispatcher.key_secret"),
+                           "--curve-authorized-keys", str(keys / "authorized")]  # fmt: skip
+            self.client_args = ["--curve-secret-key", str(keys / "handler.key_secret"),
+                                "--curve-server-keys", str(keys / "servers")]  # fmt: skip
         self.dispatcher = self.spawn(
             [self.bin("ringmaster-dispatcher"), "--log-level", "warning", *self.extra_args,
-             send, recv, self.bind]
+             *server_args, send, recv, self.bind]
         )  # fmt: skip
         for _ in range(self.procs):
             self.add_handler()
 
     def handler_argv(self) -> list[str]:
         return [self.bin("ringmaster-wsgi"), "--log-level", "warning", "--dispatcher",
-                "hello:app", self.bind]  # fmt: skip
+                *self.client_args, "hello:app", self.bind]  # fmt: skip
 
     def extra_rss(self) -> str:
         return f"{super().extra_rss()}, dispatcher {run.rss_mb(self.dispatcher.pid):.1f} MB"
+
+
+class DispatchedCurve(Dispatched):
+    """The dispatcher with CURVE on its handler link, in the same interleaved rounds as the
+    plain one: on a shared machine only a side-by-side run says what CURVE costs."""
+
+    name = "dispatcher curve"
+    curve = True
 
 
 def churn_loss(server: Mongrel2Front, connections: int, per_conn: int) -> dict:
@@ -182,6 +213,14 @@ def main() -> int:
         action="store_true",
         help="handlers reach the dispatcher over ipc:// instead of tcp:// loopback (co-located)",
     )
+    p.add_argument(
+        "--curve",
+        action="store_true",
+        help=(
+            "also run the dispatcher with ZeroMQ CURVE (encryption and authentication) on its "
+            "handler link, in the same interleaved rounds as the plain one"
+        ),
+    )
     args = p.parse_args()
     for tool in ("wrk", "mongrel2", "m2sh"):
         if not shutil.which(tool):
@@ -194,7 +233,8 @@ def main() -> int:
 
     venv = run.ensure_venv()
     workdir = Path(tempfile.mkdtemp(prefix="ringmaster-bench-dispatcher-"))
-    servers = [k(venv, args.procs, workdir) for k in (Dispatched, Direct, run.GunicornSync)]
+    kinds = (Dispatched, *([DispatchedCurve] if args.curve else []), Direct, run.GunicornSync)
+    servers = [k(venv, args.procs, workdir) for k in kinds]
     results: dict[str, list[dict]] = {}
     steady: dict[str, dict] = {}
     churn: dict[str, dict] = {}
@@ -211,7 +251,7 @@ def main() -> int:
             for s in order:
                 res = run.run_wrk(s.port, "keep-alive", args.duration, args.connections)
                 results.setdefault(s.name, []).append(res)
-                print(f"round {r + 1} {s.name:14} {res['rps']:9.0f} req/s "
+                print(f"round {r + 1} {s.name:16} {res['rps']:9.0f} req/s "
                       f"p50 {res['p50']:.2f} ms p99 {res['p99']:.2f} ms", flush=True)  # fmt: skip
         for s in servers:
             workers = s.worker_pids()
@@ -222,7 +262,7 @@ def main() -> int:
             if isinstance(s, Mongrel2Front):
                 per_conn = max(args.loss_requests, int(rate * 3 / args.connections))
                 churn[s.name] = churn_loss(s, args.connections, per_conn)
-                print(f"churn {s.name:14} lost {churn[s.name]['lost']}/{churn[s.name]['sent']} "
+                print(f"churn {s.name:16} lost {churn[s.name]['lost']}/{churn[s.name]['sent']} "
                       f"({churn[s.name]['replaced']} handlers replaced)", flush=True)  # fmt: skip
     finally:
         for s in servers:
@@ -243,7 +283,7 @@ def report(results, steady, churn, rss, args) -> None:
         f"{'ipc' if args.handlers_ipc else 'tcp'}\n"
     )
     header = (
-        f"{'server':12} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'vs sync':>7} "
+        f"{'server':16} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'vs sync':>7} "
         f"{'lost/sent':>11} {'churn lost/sent':>16}  RSS per process"
     )
     print(header)
@@ -254,12 +294,15 @@ def report(results, steady, churn, rss, args) -> None:
         errs = sum(r["errors"] for r in results[name]) + loss.get("error", 0)
         churn_text = f"{ch['lost']}/{ch['sent']}" if ch else "n/a"
         print(
-            f"{name:12} {med(name, 'rps'):9.0f} {med(name, 'p50'):7.2f} {med(name, 'p99'):7.2f} "
+            f"{name:16} {med(name, 'rps'):9.0f} {med(name, 'p50'):7.2f} {med(name, 'p99'):7.2f} "
             f"{errs:6d} {med(name, 'rps') / base:6.2f}x "
             f"{loss.get('lost', 0):>5}/{loss.get('sent', 0):<5} {churn_text:>16}  {rss.get(name, '')}"
         )
     d, direct = med("dispatcher", "rps"), med("direct", "rps")
     print(f"\ndispatcher / direct: {d / direct:.2f}")
+    if "dispatcher curve" in results:
+        c = med("dispatcher curve", "rps")
+        print(f"dispatcher curve / dispatcher: {c / d:.2f} (what CURVE on the handler link costs)")
     print("(churn: handlers replaced during a ~3 s loss-client run: start one, SIGTERM one)")
     print("\ntargets:")
     checks = [

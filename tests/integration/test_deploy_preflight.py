@@ -45,6 +45,8 @@ CASES = [
         id="negative-queue-timeout",
     ),
     pytest.param({"circus_venv_dir": "relative/venv"}, "circus_venv_dir", id="relative-path"),
+    pytest.param({"wsgi_app_curve": "maybe"}, "wsgi_app_curve", id="curve-not-a-bool"),
+    pytest.param({"wsgi_app_curve_dir": "keys"}, "wsgi_app_curve_dir", id="curve-dir-relative"),
 ]
 
 
@@ -112,3 +114,30 @@ def test_bad_input_fails_before_any_change(host, tmp_path, extra_vars, named):
     assert "PLAY [Circus on every host]" not in output, output
     assert _changed_paths(name) == []
     assert _podman("exec", name, "dpkg-query", "-W", "mongrel2-core", check=False).returncode != 0
+
+
+# A second inventory name for the same container is a worker on "another host": enough to
+# check the rules about links between hosts without a second container.
+TWO_HOST_CASES = [
+    pytest.param(
+        {"wsgi_app_mode": "direct"},
+        {},
+        "wsgi_app_curve: false to run them in plaintext",
+        id="direct-mode-between-hosts-needs-curve-off",
+    ),
+    pytest.param({}, {"wsgi_app_curve": False}, "wsgi_app_curve is", id="curve-differs-between-hosts"),
+]
+
+
+@pytest.mark.parametrize(("extra_vars", "worker_vars", "message"), TWO_HOST_CASES)
+def test_links_between_hosts_fail_before_any_change(host, tmp_path, extra_vars, worker_vars, message):
+    name, inventory = host
+    two = json.loads(inventory.read_text())
+    two["all"]["children"]["worker"]["hosts"] = {f"{name}-worker": {"ansible_host": name, **worker_vars}}
+    two_hosts = tmp_path / "two-hosts.yml"
+    two_hosts.write_text(json.dumps(two))
+    returncode, output = run_playbook("deploy", two_hosts, extra_vars, tmp_path)
+    assert returncode != 0, output
+    assert message in output, output
+    assert "PLAY [Circus on every host]" not in output, output
+    assert _changed_paths(name) == []

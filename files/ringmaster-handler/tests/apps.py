@@ -12,6 +12,15 @@ def hello(environ, start_response):
     return [body]
 
 
+def rogue(environ, start_response):
+    """An app that must never get a request: it leaves a mark in its working directory."""
+    with open("ROGUE-CALLED", "a") as mark:
+        mark.write("called\n")
+    body = b"ROGUE"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+    return [body]
+
+
 def _json(start_response, data, status="200 OK"):
     body = json.dumps(data, sort_keys=True).encode()
     start_response(status, [("Content-Type", "application/json")])

@@ -25,12 +25,20 @@ pytestmark = pytest.mark.skipif(
 class Stack:
     """Mongrel2 -> dispatcher -> handlers, everything stopped at the end."""
 
-    def __init__(self, root, workers: int = 2, app: str = "apps:router", dispatcher_args=()):
+    def __init__(
+        self,
+        root,
+        workers: int = 2,
+        app: str = "apps:router",
+        dispatcher_args=(),
+        worker_args=(),
+    ):
         self.root = root
         self.route = handler_route()
         self.m2 = Mongrel2(root, {"/": self.route})
         self.bind = f"tcp://127.0.0.1:{free_port()}"
         self.dispatcher = DispatcherProc(root, self.route, self.bind, *dispatcher_args)
+        self.worker_args = worker_args
         self.app = app
         self.workers: list[Worker] = []
         self.initial = workers
@@ -48,9 +56,9 @@ class Stack:
 
     def add_workers(self, n: int, wait: bool = True) -> list[Worker]:
         new = [
-            Worker(self.root, self.app, self.bind, "--upload-root", str(self.root)).start(
-                wait=False
-            )
+            Worker(
+                self.root, self.app, self.bind, "--upload-root", str(self.root), *self.worker_args
+            ).start(wait=False)
             for _ in range(n)
         ]
         self.workers += new

@@ -11,6 +11,7 @@ import os
 import sys
 
 from ringmaster_handler import __version__
+from ringmaster_handler.curve import ClientSide, CurveError, load_keypair, load_server_keys
 from ringmaster_handler.exchange import DEFAULT_STREAM_RATE
 from ringmaster_handler.specs import SpecError, pair_specs, parse_spec_list
 
@@ -88,8 +89,40 @@ def build_parser() -> argparse.ArgumentParser:
             f"(default: {DEFAULT_STREAM_RATE // 2**20})"
         ),
     )
+    curve = p.add_argument_group(
+        "CURVE (with --dispatcher: encrypted, authenticated connections; both options or neither)"
+    )
+    curve.add_argument(
+        "--curve-secret-key",
+        metavar="FILE",
+        help=(
+            "our keypair: a ZeroMQ certificate with public-key and secret-key (NAME.key_secret "
+            "from `python -m ringmaster_handler.curve DIR NAME`); must be mode 0600 or stricter"
+        ),
+    )
+    curve.add_argument(
+        "--curve-server-keys",
+        metavar="FILE",
+        help=(
+            "each dispatcher's public key: lines '<endpoint> <Z85 public key>', one for every "
+            "endpoint in the spec list ('#' starts a comment)"
+        ),
+    )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
+
+
+def curve_options(args: argparse.Namespace, endpoints: list[str]) -> ClientSide | None:
+    """The CURVE settings, checked and loaded before anything starts; None without them."""
+    given = (args.curve_secret_key, args.curve_server_keys)
+    if not any(given):
+        return None
+    if not args.dispatcher:
+        raise UsageError("CURVE needs --dispatcher: Mongrel2's own sockets have no encryption")
+    if not all(given):
+        raise UsageError("--curve-secret-key and --curve-server-keys go together")
+    keypair = load_keypair(args.curve_secret_key)
+    return ClientSide(keypair, load_server_keys(args.curve_server_keys, endpoints))
 
 
 def load_app(spec: str):
@@ -128,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError("dispatcher specs take no ident@")
             fronts = []
         else:
+            dispatchers = []
             fronts = pair_specs(args.send_spec, args.recv_spec)
+        curve = curve_options(args, [d.url for d in dispatchers])
         if args.chdir:
             try:
                 os.chdir(args.chdir)
@@ -141,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         app = load_app(args.app)
         if args.stream_rate <= 0:
             raise UsageError("--stream-rate must be positive")
-    except (SpecError, UsageError) as exc:
+    except (SpecError, UsageError, CurveError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
 
@@ -157,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         from ringmaster_handler.worker import WorkerLoop
 
         set_title(f"{PROG} {args.app} -> {args.send_spec}")
-        return WorkerLoop(app, [d.url for d in dispatchers], app_name=args.app, **options).run()
+        return WorkerLoop(
+            app, [d.url for d in dispatchers], app_name=args.app, curve=curve, **options
+        ).run()
     set_title(f"{PROG} {args.app} -> {describe_fronts(fronts)}")
     loop = HandlerLoop(app, fronts, subscribe_timeout=args.subscribe_timeout, **options)
     return loop.run()

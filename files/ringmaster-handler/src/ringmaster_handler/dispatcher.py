@@ -25,8 +25,10 @@ from functools import partial
 import zmq
 
 from ringmaster_handler.credit import monitor_event
+from ringmaster_handler.curve import ServerSide
 from ringmaster_handler.scheduler import Scheduler
 from ringmaster_handler.stopsignals import drain_fd, stop_signals
+from ringmaster_handler.zap import DOMAIN, DenialLog, KeyGate
 
 log = logging.getLogger("ringmaster_handler.dispatcher")
 
@@ -56,9 +58,13 @@ class Dispatcher(Scheduler):
         drain_timeout: float = 10.0,
         subscribe_timeout: float = 5.0,
         linger_ms: int = 1000,
+        curve: ServerSide | None = None,
         **scheduling,
     ) -> None:
         super().__init__(**scheduling)
+        self.curve = curve
+        self._gate: KeyGate | None = None
+        self._plain_refusals = DenialLog()
         self.m2_send_url = m2_send_url
         self.m2_recv_url = m2_recv_url
         self.bind_urls = bind_urls
@@ -78,11 +84,15 @@ class Dispatcher(Scheduler):
             # One I/O thread: connection events and messages then come in the order they happened.
             ctx = zmq.Context(io_threads=1)
             try:
+                if self.curve is not None:
+                    self._gate = KeyGate(ctx, self.curve.authorized_dir).start()
                 self._open_sockets(ctx, wake_r)
                 self._serve()
                 self._drain()
             finally:
                 self._close_sockets()
+                if self._gate is not None:
+                    self._gate.stop()
                 ctx.term()
         log.info("stopped: %s", ", ".join(f"{k} {v}" for k, v in self.stats.items()))
         return 0
@@ -97,7 +107,17 @@ class Dispatcher(Scheduler):
         router.setsockopt(zmq.HEARTBEAT_IVL, hb_ms)
         router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * hb_ms)
         router.setsockopt(zmq.HEARTBEAT_TTL, 3 * hb_ms)
-        self.monitor = router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        events = zmq.EVENT_DISCONNECTED
+        if self.curve is not None:
+            router.setsockopt(zmq.CURVE_SERVER, 1)
+            router.setsockopt(zmq.CURVE_SECRETKEY, self.curve.keypair.secret)
+            router.setsockopt(zmq.ZAP_DOMAIN, DOMAIN)
+            # Without a ZAP handler libzmq would let every CURVE client in: fail closed.
+            router.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+            # Peers that do not speak CURVE never reach the ZAP handler; these events are
+            # the only sign of them.
+            events |= zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+        self.monitor = router.get_monitor_socket(events)
         self.monitor.setsockopt(zmq.LINGER, 0)
         self.router = router
         for url in self.bind_urls:
@@ -121,10 +141,19 @@ class Dispatcher(Scheduler):
         self._rsend = partial(_backend_send, router)
         self._psend = partial(_backend_send, out)
         log.info(
-            "dispatching %s -> %s, replies -> %s (prefetch %d, steal after %.3fs)",
+            "dispatching %s -> %s, replies -> %s (prefetch %d, steal after %.3fs%s)",
             self.m2_send_url, ", ".join(self.bind_urls), self.m2_recv_url,
-            self.depth - 1, self.steal_after,
+            self.depth - 1, self.steal_after, self._curve_note(),
         )  # fmt: skip
+
+    def _curve_note(self) -> str:
+        if self.curve is None:
+            return ""
+        names = sorted(self._gate.authorized.values()) if self._gate else []
+        return (
+            f"; CURVE, server key {self.curve.keypair.public.decode()}, "
+            f"{len(names)} handler keys authorised: {', '.join(names) or 'none'}"
+        )
 
     def _wait_for_subscription(self) -> None:
         # PUB drops replies until Mongrel2's subscription has arrived (slow joiner): take no
@@ -300,6 +329,11 @@ class Dispatcher(Scheduler):
             event, fd = monitor_event(frames)
             if event == zmq.EVENT_DISCONNECTED:
                 self.on_disconnect(fd)
+            elif event:
+                # The event names no peer address (the ZAP handler logs those it sees).
+                self._plain_refusals.refused(
+                    "a peer", "its handshake failed (no CURVE: a handler without a key?)"
+                )
 
     def _m2_out_ready(self, events: int) -> None:
         if events & zmq.POLLIN:

@@ -5,6 +5,7 @@ import logging
 import sys
 
 from ringmaster_handler import __version__
+from ringmaster_handler.curve import CurveError, ServerSide, load_authorized, load_keypair
 from ringmaster_handler.specs import SpecError, parse_spec, parse_spec_list
 
 PROG = "ringmaster-dispatcher"
@@ -96,8 +97,39 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to wait for Mongrel2 to subscribe before taking requests (default: 5)",
     )
+    curve = p.add_argument_group(
+        "CURVE (encrypted, authenticated handler connections; both options or neither)"
+    )
+    curve.add_argument(
+        "--curve-secret-key",
+        metavar="FILE",
+        help=(
+            "our keypair: a ZeroMQ certificate with public-key and secret-key (NAME.key_secret "
+            "from `python -m ringmaster_handler.curve DIR NAME`); must be mode 0600 or stricter"
+        ),
+    )
+    curve.add_argument(
+        "--curve-authorized-keys",
+        metavar="DIR",
+        help=(
+            "directory of the public-key certificates (*.key) of the handlers allowed to "
+            "connect; read again when it changes"
+        ),
+    )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
+
+
+def curve_options(args: argparse.Namespace) -> ServerSide | None:
+    """The CURVE settings, checked and loaded before anything starts; None without them."""
+    given = (args.curve_secret_key, args.curve_authorized_keys)
+    if not any(given):
+        return None
+    if not all(given):
+        raise CurveError("--curve-secret-key and --curve-authorized-keys go together")
+    keypair = load_keypair(args.curve_secret_key)
+    load_authorized(args.curve_authorized_keys)  # (any bad file stops us here, not later)
+    return ServerSide(keypair, args.curve_authorized_keys)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SpecError("--queue-timeout must be 0 or more")
         if args.queue_limit < 1:
             raise SpecError("--queue-limit must be positive")
-    except SpecError as exc:
+        curve = curve_options(args)
+    except (SpecError, CurveError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
 
@@ -141,12 +174,16 @@ def main(argv: list[str] | None = None) -> int:
         heartbeat=args.heartbeat,
         drain_timeout=args.drain_timeout,
         subscribe_timeout=args.subscribe_timeout,
+        curve=curve,
     )
     try:
         return dispatcher.run()
     except zmq.ZMQError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
+    except CurveError as exc:  # the key directory went away after the check above
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

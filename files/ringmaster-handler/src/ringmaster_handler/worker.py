@@ -34,6 +34,7 @@ from ringmaster_handler.credit import (
     hello_frame,
     monitor_event,
 )
+from ringmaster_handler.curve import ClientSide
 from ringmaster_handler.loop import (
     COPY_BELOW,
     SEND_SLICE_MS,
@@ -55,7 +56,15 @@ CANCEL_CHECK_AFTER = 0.002
 HEARTBEAT_MS = 1000
 RECONNECT_MS = 100
 RECONNECT_MAX_MS = 1000
+# Seconds between attempts at a dispatcher that refused our CURVE key: slow, since it will
+# only say yes once an operator has authorised the key.
+REFUSED_RETRY = 5.0
 _NOBLOCK = int(zmq.NOBLOCK)  # a plain int: enum arithmetic is slow
+_HANDSHAKE_FAILED = int(
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
 # The most messages queued before they are sent (see loop.OUTBOX_MAX: they leave when each
 # request is done, and before the next one starts).
 WORKER_OUTBOX_MAX = 16
@@ -64,7 +73,7 @@ WORKER_OUTBOX_MAX = 16
 class Link:
     """The connection to one dispatcher."""
 
-    __slots__ = ("acked", "connected", "epoch", "monitor", "sock", "url")
+    __slots__ = ("acked", "connected", "epoch", "monitor", "refused", "retry_at", "sock", "url")
 
     def __init__(self, url: str, sock: zmq.Socket, monitor: zmq.Socket) -> None:
         self.url = url
@@ -75,12 +84,28 @@ class Link:
         self.epoch = 0
         self.connected = False
         self.acked = False
+        # A refused CURVE handshake: warn once until one succeeds.
+        self.refused = False
+        # libzmq does not reconnect after the dispatcher refused our key; we do, at this time.
+        self.retry_at = 0.0
 
 
 class WorkerLoop(HandlerLoop):
-    def __init__(self, app, dispatchers: list[str], *, app_name: str = "", **kwargs) -> None:
+    def __init__(
+        self,
+        app,
+        dispatchers: list[str],
+        *,
+        app_name: str = "",
+        curve: ClientSide | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(app, [], **kwargs)
         self.dispatcher_urls = dispatchers
+        self.curve = curve
+        # With CURVE a TCP connection is not yet a link: only a completed handshake (the
+        # dispatcher knows our key, we know its key) is, so hello waits for that.
+        self._up_event = zmq.EVENT_HANDSHAKE_SUCCEEDED if curve else zmq.EVENT_CONNECTED
         self.app_name = app_name
         self.links: list[Link] = []
         self.pending: deque = deque()  # (link, epoch, rid, message), not started yet
@@ -105,11 +130,22 @@ class WorkerLoop(HandlerLoop):
             sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * HEARTBEAT_MS)
             sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
             sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
-            monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+            events = self._up_event | zmq.EVENT_DISCONNECTED
+            if self.curve is not None:
+                sock.setsockopt(zmq.CURVE_SERVERKEY, self.curve.server_keys[url])
+                sock.setsockopt(zmq.CURVE_PUBLICKEY, self.curve.keypair.public)
+                sock.setsockopt(zmq.CURVE_SECRETKEY, self.curve.keypair.secret)
+                events |= _HANDSHAKE_FAILED
+            monitor = sock.get_monitor_socket(events)
             monitor.setsockopt(zmq.LINGER, 0)
             sock.connect(url)
             self.links.append(Link(url, sock, monitor))
-        log.info("serving %s via dispatcher %s", self.app_name, ", ".join(self.dispatcher_urls))
+        log.info(
+            "serving %s via dispatcher %s%s",
+            self.app_name,
+            ", ".join(self.dispatcher_urls),
+            f" (CURVE, key {self.curve.keypair.public.decode()})" if self.curve else "",
+        )
 
     def _close_sockets(self) -> None:
         for link in self.links:
@@ -203,7 +239,14 @@ class WorkerLoop(HandlerLoop):
                 self._link_events(found[0])
             else:
                 self._read_link(found[0])
-        self._last_drained = time.monotonic()
+        self._last_drained = now = time.monotonic()
+        if self.curve is not None:
+            for link in self.links:
+                if link.retry_at and now >= link.retry_at:
+                    link.retry_at = 0.0
+                    with contextlib.suppress(zmq.ZMQError):
+                        link.sock.disconnect(link.url)
+                    link.sock.connect(link.url)
 
     def _read_link(self, link: Link) -> None:
         recv = link.sock.recv
@@ -247,20 +290,38 @@ class WorkerLoop(HandlerLoop):
             except zmq.Again:
                 return
             event, _ = monitor_event(frames)
-            if event == zmq.EVENT_CONNECTED:
+            if event == self._up_event:
                 self._new_epoch(link)
                 link.connected = True
+                link.refused = False
                 if self.stopping:
                     link.acked = True  # a new dispatcher: it owes us nothing
                 else:
                     self._hello(link)
                     log.info("connected to dispatcher %s", link.url)
             elif event == zmq.EVENT_DISCONNECTED:
+                was_up = link.connected
                 self._new_epoch(link)
                 link.connected = False
                 if self.stopping:
                     link.acked = True
-                log.warning("lost dispatcher %s; reconnecting", link.url)
+                # (A refused handshake also ends in a disconnect: that was never a link.)
+                if was_up:
+                    log.warning("lost dispatcher %s; reconnecting", link.url)
+            elif event & _HANDSHAKE_FAILED:
+                if self.stopping:
+                    link.acked = True
+                if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                    link.retry_at = time.monotonic() + REFUSED_RETRY
+                if not link.refused:
+                    link.refused = True
+                    log.warning(
+                        "dispatcher %s refused the CURVE handshake (%s); retrying quietly",
+                        link.url,
+                        "our key is not authorised there, or its key is not the one we have"
+                        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                        else "it does not speak CURVE, or the keys do not match",
+                    )
 
     def _new_epoch(self, link: Link) -> None:
         link.epoch += 1
