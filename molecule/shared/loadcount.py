@@ -24,6 +24,7 @@ def client(args, deadline, totals, lock):
     conn = None
     local = Counter()
     hosts = Counter()
+    tally = Counter()
     body_out = b"x" * args.body_size if args.method == "POST" else None
     slowest = 0.0
     while time.monotonic() < deadline and not os.path.exists(args.stop_file):
@@ -42,6 +43,9 @@ def client(args, deadline, totals, lock):
                 match = HOST_RE.search(body)
                 if match:
                     hosts[match.group(1).decode()] += 1
+                if args.tally:
+                    found = args.tally.search(body)
+                    tally[" ".join(g.decode() for g in found.groups()) if found else "(no match)"] += 1
             else:
                 local["failed"] += 1
                 local[f"status_{resp.status}"] += 1
@@ -66,6 +70,7 @@ def client(args, deadline, totals, lock):
     with lock:
         totals.update(local)
         totals["hosts"].update(hosts)
+        totals["tally"].update(tally)
         totals["slowest_answer"] = max(totals.get("slowest_answer", 0.0), slowest)
 
 
@@ -81,10 +86,16 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=5.0, help="per request, seconds")
     parser.add_argument("--pause", type=float, default=0.0, help="seconds between a client's requests")
     parser.add_argument("--stop-file", default="/tmp/loadcount.stop")
+    parser.add_argument(
+        "--tally",
+        type=lambda text: re.compile(text.encode()),
+        help="count 2xx answers by this regex's groups (e.g. the app version and host)",
+    )
     args = parser.parse_args(argv)
 
     totals = Counter()
     totals["hosts"] = Counter()
+    totals["tally"] = Counter()
     lock = threading.Lock()
     deadline = time.monotonic() + args.duration
     started = time.monotonic()
@@ -94,7 +105,10 @@ def main(argv=None) -> int:
     for thread in threads:
         thread.join()
     hosts = dict(totals.pop("hosts"))
+    tally = dict(totals.pop("tally"))
     result = {"seconds": round(time.monotonic() - started, 1), "hosts": hosts}
+    if args.tally:
+        result["tally"] = tally
     result.update({key: totals.get(key, 0) for key in ("sent", "ok", "failed", "lost")})
     result.update({key: value for key, value in totals.items() if key not in result})
     result["slowest_answer"] = round(result.get("slowest_answer", 0.0), 3)

@@ -47,6 +47,9 @@ CASES = [
     pytest.param({"circus_venv_dir": "relative/venv"}, "circus_venv_dir", id="relative-path"),
     pytest.param({"wsgi_app_curve": "maybe"}, "wsgi_app_curve", id="curve-not-a-bool"),
     pytest.param({"wsgi_app_curve_dir": "keys"}, "wsgi_app_curve_dir", id="curve-dir-relative"),
+    pytest.param({"wsgi_app_check_path": "health"}, "wsgi_app_check_path", id="check-path-not-absolute"),
+    pytest.param({"wsgi_app_check_timeout": 0}, "wsgi_app_check_timeout", id="check-timeout-zero"),
+    pytest.param({"wsgi_app_ready_timeout": 3}, "wsgi_app_ready_timeout", id="ready-timeout-not-above-ready-seconds"),
 ]
 
 

@@ -2,6 +2,7 @@
 
 With ``--dispatcher`` the one spec argument lists ringmaster-dispatchers instead of Mongrel2
 fronts: ``ringmaster-wsgi --dispatcher hello:app tcp://front1:9999,tcp://front2:9999``.
+``ringmaster-wsgi --check [--check-path /health] hello:app`` only tries the app once (see check.py).
 """
 
 import argparse
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("app", help="WSGI app as dotted.module:attribute (default attribute: app)")
-    p.add_argument("send_spec", help="where Mongrel2 sends requests (its send_spec)")
+    p.add_argument("send_spec", nargs="?", help="where Mongrel2 sends requests (its send_spec)")
     p.add_argument("recv_spec", nargs="?", help="where Mongrel2 receives replies (recv_spec)")
     p.add_argument(
         "--dispatcher",
@@ -108,6 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
             "endpoint in the spec list ('#' starts a comment)"
         ),
     )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help=(
+            "import the app, call it once with a GET for --check-path and exit: 0 when it "
+            "answers below 500, 1 (2 when it cannot be imported) with the reason on stderr"
+        ),
+    )
+    p.add_argument(
+        "--check-path",
+        default="/",
+        metavar="PATH",
+        help="path (and ?query) of the --check request; empty to only import (default: /)",
+    )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
@@ -153,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, args.log_level.upper()), format=LOG_FORMAT, stream=sys.stderr
     )
     try:
-        if args.dispatcher:
+        if args.send_spec is None and not args.check:
+            raise UsageError("send_spec is required (except with --check)")
+        if args.send_spec is None:
+            fronts = []
+        elif args.dispatcher:
             if args.recv_spec is not None:
                 raise UsageError("--dispatcher takes one spec list (the dispatchers), not two")
             dispatchers = parse_spec_list(args.send_spec)
@@ -177,8 +196,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.stream_rate <= 0:
             raise UsageError("--stream-rate must be positive")
     except (SpecError, UsageError, CurveError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: {'check failed' if args.check else 'error'}: {exc}", file=sys.stderr)
         return 2
+
+    if args.check:
+        from ringmaster_handler.check import report
+
+        return report(PROG, args.app, args.check_path, app)
 
     from ringmaster_handler.loop import HandlerLoop, describe_fronts
     from ringmaster_handler.proctitle import set_title
