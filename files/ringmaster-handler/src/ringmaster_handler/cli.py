@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.send_spec is None and not args.check:
             raise UsageError("send_spec is required (except with --check)")
         if args.send_spec is None:
-            fronts = []
+            fronts, dispatchers = [], []
         elif args.dispatcher:
             if args.recv_spec is not None:
                 raise UsageError("--dispatcher takes one spec list (the dispatchers), not two")
