@@ -32,7 +32,7 @@ bash tests/integration/targets/circus_watcher/run-local.sh
 stage "deploy.yml and scale.yml: bad input fails before any change (real container)"
 python -m pytest -q -p no:cacheprovider tests/integration/test_deploy_preflight.py tests/integration/test_scale_preflight.py
 
-for scenario in default cluster faults; do
+for scenario in default cluster; do
     stage "molecule test -s $scenario"
     molecule test -s "$scenario"
 done
