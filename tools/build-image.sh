@@ -16,7 +16,7 @@ root="$(mktemp -d /var/tmp/ringmaster-rootfs.XXXXXX)"
 cleanup() {
     # debootstrap leaves proc/sys/dev mounted on failure; never rm -rf through a live mount.
     for m in proc sys dev/pts dev; do
-        mountpoint -q "$root/$m" && umount -l "$root/$m" || true
+        if mountpoint -q "$root/$m"; then umount -l "$root/$m" || true; fi
     done
     rm -rf --one-file-system "$root"
 }
@@ -46,7 +46,7 @@ rm -rf "${apt_lists:?}"/* "$root/var/cache/apt/archives/"*.deb
 touch -d @0 "$apt_lists"
 
 for m in proc sys dev/pts dev; do
-    mountpoint -q "$root/$m" && umount -l "$root/$m" || true
+    if mountpoint -q "$root/$m"; then umount -l "$root/$m" || true; fi
 done
 tar -C "$root" -c . | podman import \
     --change 'CMD ["/sbin/init"]' \

@@ -3,6 +3,7 @@
 # inventory/lab/hosts.yml (one front, two workers), deploy the stack with
 # playbooks/deploy.yml and fetch responses through Mongrel2.
 set -euo pipefail
+# shellcheck source=tools/bootstrap.sh
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 ringmaster_bootstrap
 cd "$RINGMASTER_ROOT"

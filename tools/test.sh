@@ -2,7 +2,15 @@
 # Every test: lint, unit tests, the handler's tests against a real Mongrel2,
 # the module's sanity and integration tests against a real circusd, the
 # preflight tests and the Molecule scenarios in systemd containers.
+# --faults adds molecule/faults (about an hour on a busy 2-core machine).
 set -euo pipefail
+scenarios=(default cluster)
+case "${1:-}" in
+    "") ;;
+    --faults) scenarios+=(faults) ;;
+    *) echo "usage: $0 [--faults]" >&2; exit 2 ;;
+esac
+# shellcheck source=tools/bootstrap.sh
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 ringmaster_bootstrap
 cd "$RINGMASTER_ROOT"
@@ -16,6 +24,9 @@ ansible-lint --offline
 stage "lint: ruff"
 ruff check .
 ruff format --check .
+
+stage "lint: shellcheck"
+shellcheck -x .ci/run tools/*.sh tests/integration/targets/circus_watcher/run-local.sh
 
 stage "unit tests: roles' argument specs, module"
 python -m pytest -q -p no:cacheprovider tests/unit
@@ -32,7 +43,7 @@ bash tests/integration/targets/circus_watcher/run-local.sh
 stage "deploy.yml and scale.yml: bad input fails before any change (real container)"
 python -m pytest -q -p no:cacheprovider tests/integration/test_deploy_preflight.py tests/integration/test_scale_preflight.py
 
-for scenario in default cluster; do
+for scenario in "${scenarios[@]}"; do
     stage "molecule test -s $scenario"
     molecule test -s "$scenario"
 done
