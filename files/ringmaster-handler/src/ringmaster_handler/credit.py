@@ -13,22 +13,38 @@ handler -> dispatcher::
     M<rid><reply>    a reply message for rid; more follow (streamed responses)
     F<rid>           rid is finished and there is nothing (more) to send
     B                bye: give me nothing more; I finish what I hold
+    K<rid><n>        I have consumed n more body bytes of streamed upload rid (n: 4 bytes,
+                     little-endian unsigned): the dispatcher lets Mongrel2 read that much more
 
 dispatcher -> handler::
 
     Q<rid><request>  one Mongrel2 request message, verbatim
+    S<rid><request>  the first Mongrel2 message of a request whose body streams after it
+                     (Mongrel2's upload.stream): its body netstring holds the first bytes,
+                     the rest follows in U frames and ends with E
+    U<rid><bytes>    more body bytes of streamed request rid
+    E<rid>           the body of streamed request rid is complete
+    X<rid>           abort rid: its client is gone or its body was refused. If the app has
+                     not started it, drop it and answer F<rid>; any reply is dropped anyway
     C<rid>           cancel rid if it has not started: another handler got it. Answer F<rid>
     A                bye acknowledged: nothing follows
     W                who are you? (the dispatcher does not know this peer): send hello again
 
-The handler answers every Q with exactly one D or F (after any number of M), in the order it
-received them; the dispatcher counts a handler's requests with that.
+The handler answers every Q and S with exactly one D or F (after any number of M), in the
+order it received them; the dispatcher counts a handler's requests with that. F without any
+reply is legitimate only after C or X; otherwise the dispatcher answers the client 502.
+
+Trust: the dispatcher never forwards the Mongrel2 address (``SENDER LEN:CONN_ID, ``) a
+handler writes. A reply must start with exactly the prefix of the request it answers
+(single connection id); anything else is dropped and the request answered 502 or closed.
+No frame in either direction is longer than MAX_FRAME bytes (libzmq's MAXMSGSIZE
+enforces it: a peer that sends more is disconnected).
 """
 
 import json
 import struct
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 RID_LEN = 8
 HEAD_LEN = 1 + RID_LEN  # kind byte + request id
 
@@ -38,15 +54,31 @@ DONE = b"D"
 MORE = b"M"
 FINISHED = b"F"
 BYE = b"B"
+CONSUMED = b"K"
 # Dispatcher -> handler.
 REQUEST = b"Q"
+STREAM_REQUEST = b"S"
+UPLOAD_DATA = b"U"
+UPLOAD_END = b"E"
+ABORT = b"X"
 CANCEL = b"C"
 BYE_ACK = b"A"
 WHO = b"W"
 
 # The same kinds as ints, which is what indexing a bytes object gives (cheaper than slicing).
 K_HELLO, K_DONE, K_MORE, K_FINISHED, K_BYE = (ord(k) for k in (HELLO, DONE, MORE, FINISHED, BYE))
+K_CONSUMED = ord(CONSUMED)
 K_REQUEST, K_CANCEL, K_BYE_ACK, K_WHO = (ord(k) for k in (REQUEST, CANCEL, BYE_ACK, WHO))
+K_STREAM_REQUEST, K_UPLOAD_DATA, K_UPLOAD_END, K_ABORT = (
+    ord(k) for k in (STREAM_REQUEST, UPLOAD_DATA, UPLOAD_END, ABORT)
+)
+
+# The largest frame either side sends or accepts (ZMQ_MAXMSGSIZE on both sockets). Handlers
+# split longer replies; the dispatcher asks Mongrel2 for upload bytes in smaller steps.
+MAX_FRAME = 1 << 20
+# Bytes of a streamed upload that may be on their way to a handler and not yet consumed.
+UPLOAD_WINDOW = 256 * 1024
+CONSUMED_LEN = struct.Struct("<I")
 
 # How every Mongrel2 disconnect notice ends, in both header protocols (the body is fixed JSON).
 DISCONNECT_TAIL = b'21:{"type":"disconnect"},'
