@@ -236,6 +236,8 @@ def main() -> int:
         "relay": Relayed,
         "pyrelay": PyRelayed,
     }
+    if not run.ensure_tools():
+        return 2
     venv = run.ensure_venv() if not os.environ.get("BENCH_VENV") else Path(os.environ["BENCH_VENV"])
     workdir = Path(tempfile.mkdtemp(prefix="ringmaster-bench-cpu-"))
     servers = [kinds[m](venv, 1, workdir) for m in args.modes.split(",")]

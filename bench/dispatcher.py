@@ -222,10 +222,8 @@ def main() -> int:
         ),
     )
     args = p.parse_args()
-    for tool in ("wrk", "mongrel2", "m2sh"):
-        if not shutil.which(tool):
-            print(f"bench: {tool} is not installed", file=sys.stderr)
-            return 2
+    if not run.ensure_tools():
+        return 2
     Dispatched.ipc = args.dispatcher_ipc
     Dispatched.handlers_ipc = args.handlers_ipc
     if args.prefetch is not None:

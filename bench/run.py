@@ -46,6 +46,26 @@ def venv_path() -> Path:
     return Path(tempfile.gettempdir()) / f"ringmaster-bench-venv-{digest}"
 
 
+# Debian packages the benchmarks run, by the command each provides.
+DEBIAN_TOOLS = {"wrk": "wrk", "mongrel2": "mongrel2-core", "m2sh": "mongrel2-core"}
+
+
+def ensure_tools() -> bool:
+    """Install the Debian packages behind missing commands (as root), or say how to."""
+    missing = sorted({pkg for tool, pkg in DEBIAN_TOOLS.items() if not shutil.which(tool)})
+    if not missing:
+        return True
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        print(f"bench: needs the Debian packages {' '.join(missing)}: "
+              f"apt-get install {' '.join(missing)}", file=sys.stderr)  # fmt: skip
+        return False
+    print(f"bench: installing {' '.join(missing)}", file=sys.stderr)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
+    return all(shutil.which(tool) for tool in DEBIAN_TOOLS)
+
+
 def ensure_venv() -> Path:
     """The servers' venv is cached by requirements; the handler is reinstalled every run."""
     venv = venv_path()
@@ -416,10 +436,8 @@ def main() -> int:
     )
     args = p.parse_args()
     Ringmaster.ipc = args.ipc
-    for tool in ("wrk", "mongrel2", "m2sh"):
-        if not shutil.which(tool):
-            print(f"bench: {tool} is not installed", file=sys.stderr)
-            return 2
+    if not ensure_tools():
+        return 2
 
     venv = ensure_venv()
     workdir = Path(tempfile.mkdtemp(prefix="ringmaster-bench-"))

@@ -45,6 +45,7 @@ if [[ -v ANSIBLE_TEST_TARGETS ]]; then
 else
     sanity_targets=(plugins/modules/circus_watcher.py tests/unit/plugins/modules/test_circus_watcher.py
         plugins/modules/circus_info.py tests/unit/plugins/modules/test_circus_info.py plugins/module_utils/circusctl.py
+        plugins/doc_fragments/circus.py
         tests/unit/conftest.py tests/integration/targets/circus_watcher/)
     units_targets=(tests/unit/plugins/modules/test_circus_watcher.py tests/unit/plugins/modules/test_circus_info.py)
 fi

@@ -5,19 +5,59 @@ wrk does not count requests that never get an answer; this client gives each
 request its own timeout, so a request is either answered (2xx), failed (any
 other status, a reset, a refused connection) or lost (no answer in time).
 It stops on its own after --duration seconds or when --stop-file appears, and
-prints one JSON object with the counts and the hosts that answered.
+prints one JSON object with the counts, the hosts that answered and what stopped it
+("stopped_by": "stop-file" or "duration", so a check can tell that the load outlasted
+what it measured).
+
+A request counts as lost when its whole exchange, not a single read, takes longer than
+--timeout: a reply that trickles in is not an answer. Every request a thread sent is counted
+even when the thread dies; a thread that died of an unexpected exception makes the exit
+status 1 ("crashed" in the JSON).
 """
 
 import argparse
 import http.client
 import json
 import os
+import random
 import re
 import threading
 import time
+import traceback
 from collections import Counter
 
 HOST_RE = re.compile(rb"host (\S+), pid")
+
+
+class Lost(Exception):
+    """The exchange took longer than the per-request timeout."""
+
+
+def exchange(conn, method, path, body, timeout):
+    """One request and its whole answer within ``timeout`` seconds: (status, body, will_close)."""
+    deadline = time.monotonic() + timeout
+
+    def remaining():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Lost
+        if conn.sock is not None:
+            conn.sock.settimeout(left)
+        return left
+
+    conn.timeout = timeout
+    conn.request(method, path, body=body)
+    remaining()
+    resp = conn.getresponse()
+    chunks = []
+    while True:
+        remaining()
+        chunk = resp.read(65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    remaining()
+    return resp.status, b"".join(chunks), resp.will_close
 
 
 def client(args, deadline, totals, lock):
@@ -25,53 +65,64 @@ def client(args, deadline, totals, lock):
     local = Counter()
     hosts = Counter()
     tally = Counter()
-    body_out = b"x" * args.body_size if args.method == "POST" else None
+    post_body = b"x" * args.body_size
     slowest = 0.0
-    while time.monotonic() < deadline and not os.path.exists(args.stop_file):
-        local["sent"] += 1
-        started = time.monotonic()
-        try:
-            if conn is None:
-                conn = http.client.HTTPConnection(args.host, args.port, timeout=args.timeout)
-            conn.request(args.method, args.path, body=body_out)
-            resp = conn.getresponse()
-            body = resp.read()
-            # Answered requests only: lost ones are counted as lost.
-            slowest = max(slowest, time.monotonic() - started)
-            if 200 <= resp.status < 300:
-                local["ok"] += 1
-                match = HOST_RE.search(body)
-                if match:
-                    hosts[match.group(1).decode()] += 1
-                if args.tally:
-                    found = args.tally.search(body)
-                    tally[" ".join(g.decode() for g in found.groups()) if found else "(no match)"] += 1
-            else:
-                local["failed"] += 1
-                local[f"status_{resp.status}"] += 1
-            if resp.will_close:
+    rng = random.Random()
+    try:
+        while time.monotonic() < deadline and not os.path.exists(args.stop_file):
+            method = "POST" if args.method == "POST" or rng.random() < args.post_share else "GET"
+            local["sent"] += 1
+            local[f"sent_{method}"] += 1
+            started = time.monotonic()
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection(args.host, args.port, timeout=args.timeout)
+                status, body, will_close = exchange(
+                    conn, method, args.path, post_body if method == "POST" else None, args.timeout
+                )
+                # Answered requests only: lost ones are counted as lost.
+                slowest = max(slowest, time.monotonic() - started)
+                if 200 <= status < 300:
+                    local["ok"] += 1
+                    match = HOST_RE.search(body)
+                    if match:
+                        hosts[match.group(1).decode()] += 1
+                    if args.tally:
+                        found = args.tally.search(body)
+                        tally[" ".join(g.decode() for g in found.groups()) if found else "(no match)"] += 1
+                else:
+                    local["failed"] += 1
+                    local[f"status_{status}"] += 1
+                    local[f"status_{status}_{method}"] += 1
+                if will_close:
+                    conn.close()
+                    conn = None
+            except (Lost, TimeoutError):
+                local["lost"] += 1
+                local[f"lost_{method}"] += 1
                 conn.close()
                 conn = None
-        except TimeoutError:
-            local["lost"] += 1
+            except (OSError, http.client.HTTPException) as exc:
+                local["failed"] += 1
+                local[f"error_{type(exc).__name__}"] += 1
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(0.05)
+            if args.pause:
+                time.sleep(args.pause)
+    except BaseException:
+        # Counted, not hidden: the totals keep what this thread sent and the run fails.
+        local["crashed"] += 1
+        traceback.print_exc()
+    finally:
+        if conn is not None:
             conn.close()
-            conn = None
-        except (OSError, http.client.HTTPException) as exc:
-            local["failed"] += 1
-            local[f"error_{type(exc).__name__}"] += 1
-            if conn is not None:
-                conn.close()
-            conn = None
-            time.sleep(0.05)
-        if args.pause:
-            time.sleep(args.pause)
-    if conn is not None:
-        conn.close()
-    with lock:
-        totals.update(local)
-        totals["hosts"].update(hosts)
-        totals["tally"].update(tally)
-        totals["slowest_answer"] = max(totals.get("slowest_answer", 0.0), slowest)
+        with lock:
+            totals.update(local)
+            totals["hosts"].update(hosts)
+            totals["tally"].update(tally)
+            totals["slowest_answer"] = max(totals.get("slowest_answer", 0.0), slowest)
 
 
 def main(argv=None) -> int:
@@ -81,6 +132,12 @@ def main(argv=None) -> int:
     parser.add_argument("--path", default="/")
     parser.add_argument("--method", choices=["GET", "POST"], default="GET")
     parser.add_argument("--body-size", type=int, default=64, help="bytes in each POST body")
+    parser.add_argument(
+        "--post-share",
+        type=float,
+        default=0.0,
+        help="with --method GET: this share of requests are POSTs instead (0 to 1)",
+    )
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--duration", type=float, default=60.0, help="hard upper bound, seconds")
     parser.add_argument("--timeout", type=float, default=5.0, help="per request, seconds")
@@ -106,14 +163,17 @@ def main(argv=None) -> int:
         thread.join()
     hosts = dict(totals.pop("hosts"))
     tally = dict(totals.pop("tally"))
-    result = {"seconds": round(time.monotonic() - started, 1), "hosts": hosts}
+    stopped_by = "stop-file" if os.path.exists(args.stop_file) else "duration"
+    result = {"seconds": round(time.monotonic() - started, 1), "hosts": hosts, "stopped_by": stopped_by}
     if args.tally:
         result["tally"] = tally
-    result.update({key: totals.get(key, 0) for key in ("sent", "ok", "failed", "lost")})
+    result.update({key: totals.get(key, 0) for key in ("sent", "ok", "failed", "lost", "crashed")})
     result.update({key: value for key, value in totals.items() if key not in result})
     result["slowest_answer"] = round(result.get("slowest_answer", 0.0), 3)
     print(json.dumps(result, sort_keys=True))
-    return 0
+    # Every request is one of these; anything else means the client itself miscounted.
+    accounted = result["ok"] + result["failed"] + result["lost"]
+    return 1 if result["crashed"] or accounted != result["sent"] else 0
 
 
 if __name__ == "__main__":

@@ -6,7 +6,22 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
+
+# The circus role's defaults; the role passes its real values through module_defaults.
+DEFAULT_ENDPOINT = "ipc:///run/circus/control.sock"
+DEFAULT_CIRCUSCTL = "/opt/ringmaster/circus/venv/bin/circusctl"
+DEFAULT_TIMEOUT = 10
+
+
+def connection_argument_spec():
+    """The options every module has for reaching circusd (documented in the circus doc fragment)."""
+    return {
+        "endpoint": {"type": "str", "default": DEFAULT_ENDPOINT},
+        "circusctl": {"type": "path", "default": DEFAULT_CIRCUSCTL},
+        "timeout": {"type": "int", "default": DEFAULT_TIMEOUT},
+    }
 
 
 class CircusError(Exception):
@@ -56,3 +71,40 @@ def parse_reply(rc, stdout, stderr, endpoint, timeout, args):
         reason = reply.get("reason") or "unknown error"
         raise CircusError(f'circusd at {endpoint} refused "{command}": {reason}', reason=reason)
     return reply
+
+
+class Circusctl:
+    """Runs circusctl --json through AnsibleModule.run_command; the only code that talks to circusd."""
+
+    def __init__(self, module, executable, endpoint, timeout):
+        self.module = module
+        self.executable = executable
+        self.endpoint = endpoint
+        self.timeout = timeout
+
+    def call(self, *args):
+        argv = build_argv(self.executable, self.endpoint, self.timeout, args)
+        rc, stdout, stderr = self.module.run_command(argv, check_rc=False)
+        return parse_reply(rc, stdout, stderr, self.endpoint, self.timeout, args)
+
+
+def find_circusctl(module, path):
+    if os.path.sep not in path:
+        found = module.get_bin_path(path)
+        if found:
+            return found
+    elif os.path.isfile(path) and os.access(path, os.X_OK):
+        return path
+    module.fail_json(
+        msg=f"circusctl executable not found at {path}: set the circusctl option to the circusctl of "
+        f"the circus installation (usually in its virtualenv)"
+    )
+    return None
+
+
+def connect(module, cls=Circusctl):
+    """A ``cls`` for the module's connection options, after checking them (fails the module if wrong)."""
+    params = module.params
+    if params["timeout"] < 1:
+        module.fail_json(msg=f"timeout must be at least 1 second, got {params['timeout']}")
+    return cls(module, find_circusctl(module, params["circusctl"]), params["endpoint"], params["timeout"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: circus_info
 short_description: Report the watchers of a running circusd, their processes, CPU and memory use and flapping state
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Reads every watcher of a live C(circusd) (C(circusctl status), C(circusctl get NAME numprocesses)) and the
     statistics of each of its processes (C(circusctl stats)), and returns them per watcher with totals.
@@ -23,11 +23,9 @@ description:
   - The module never changes anything.
 author:
   - Ringmaster engineers (@ringmaster)
-requirements:
-  - A running C(circusd) whose control endpoint is reachable from the managed host.
-  - The C(circusctl) executable of circus on the managed host (see O(circusctl)).
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - ringmaster.stack.circus
 attributes:
   check_mode:
     support: full
@@ -57,22 +55,6 @@ options:
         is V(unknown).
     type: path
     default: /run/circus/flapping.json
-  endpoint:
-    description:
-      - The control endpoint of circusd (the C(endpoint) option of the C([circus]) section).
-    type: str
-    default: ipc:///run/circus/control.sock
-  circusctl:
-    description:
-      - Path to the C(circusctl) executable, normally the one in the virtualenv circus is installed in.
-      - A bare command name is looked up in E(PATH).
-    type: path
-    default: /opt/ringmaster/circus/venv/bin/circusctl
-  timeout:
-    description:
-      - Seconds to wait for each answer of circusd (the C(--timeout) of C(circusctl)).
-    type: int
-    default: 10
 notes:
   - C(circusctl --json) exits with status 0 even when circusd refuses a command. The module parses every reply and
     fails with the reason circusd gives.
@@ -227,12 +209,10 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.ringmaster.stack.plugins.module_utils.circusctl import (
     CircusError,
-    build_argv,
-    parse_reply,
+    connect,
+    connection_argument_spec,
 )
 
-DEFAULT_ENDPOINT = "ipc:///run/circus/control.sock"
-DEFAULT_CIRCUSCTL = "/opt/ringmaster/circus/venv/bin/circusctl"
 DEFAULT_STATE_FILE = "/run/circus/flapping.json"
 
 # circus.util.bytes2human: powers of 1024, two decimals.
@@ -355,21 +335,6 @@ def totals_of(watchers):
     }
 
 
-class Circusctl:
-    """Runs circusctl --json through AnsibleModule.run_command; the only code that talks to circusd."""
-
-    def __init__(self, module, executable, endpoint, timeout):
-        self.module = module
-        self.executable = executable
-        self.endpoint = endpoint
-        self.timeout = timeout
-
-    def call(self, *args):
-        argv = build_argv(self.executable, self.endpoint, self.timeout, args)
-        rc, stdout, stderr = self.module.run_command(argv, check_rc=False)
-        return parse_reply(rc, stdout, stderr, self.endpoint, self.timeout, args)
-
-
 def collect(ctl, names, sample_interval, states):
     statuses = ctl.call("status").get("statuses", {})
     known = {name.lower(): name for name in statuses}
@@ -402,27 +367,11 @@ def collect(ctl, names, sample_interval, states):
     return watchers
 
 
-def find_circusctl(module, path):
-    if os.path.sep not in path:
-        found = module.get_bin_path(path)
-        if found:
-            return found
-    elif os.path.isfile(path) and os.access(path, os.X_OK):
-        return path
-    module.fail_json(
-        msg=f"circusctl executable not found at {path}: set the circusctl option to the circusctl of "
-        f"the circus installation (usually in its virtualenv)"
-    )
-    return None
-
-
 def run_module(module):
     params = module.params
-    if params["timeout"] < 1:
-        module.fail_json(msg=f"timeout must be at least 1 second, got {params['timeout']}")
     if params["sample_interval"] < 0:
         module.fail_json(msg=f"sample_interval must be 0 or more, got {params['sample_interval']}")
-    ctl = Circusctl(module, find_circusctl(module, params["circusctl"]), params["endpoint"], params["timeout"])
+    ctl = connect(module)
     states = load_flapping(params["flapping_state_file"])
     try:
         watchers = collect(ctl, params["names"], params["sample_interval"], states)
@@ -437,9 +386,7 @@ def main():
             "names": {"type": "list", "elements": "str"},
             "sample_interval": {"type": "float", "default": 1.0},
             "flapping_state_file": {"type": "path", "default": DEFAULT_STATE_FILE},
-            "endpoint": {"type": "str", "default": DEFAULT_ENDPOINT},
-            "circusctl": {"type": "path", "default": DEFAULT_CIRCUSCTL},
-            "timeout": {"type": "int", "default": 10},
+            **connection_argument_spec(),
         },
         supports_check_mode=True,
     )

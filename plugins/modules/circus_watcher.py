@@ -25,11 +25,9 @@ description:
     configuration file says the same thing.
 author:
   - Ringmaster engineers (@ringmaster)
-requirements:
-  - A running C(circusd) whose control endpoint is reachable from the managed host.
-  - The C(circusctl) executable of circus on the managed host (see O(circusctl)).
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - ringmaster.stack.circus
 attributes:
   check_mode:
     support: full
@@ -67,25 +65,9 @@ options:
         stopped watcher. An active watcher may be scaled to V(0).
       - When omitted, the number of processes is left as it is.
     type: int
-  endpoint:
-    description:
-      - The control endpoint of circusd (the C(endpoint) option of the C([circus]) section).
-    type: str
-    default: ipc:///run/circus/control.sock
-  circusctl:
-    description:
-      - Path to the C(circusctl) executable, normally the one in the virtualenv circus is installed in.
-      - A bare command name is looked up in E(PATH).
-    type: path
-    default: /opt/ringmaster/circus/venv/bin/circusctl
-  timeout:
-    description:
-      - Seconds to wait for each answer of circusd (the C(--timeout) of C(circusctl)).
-      - Stopping or restarting waits until the processes are gone, which can take up to the watcher's
-        C(graceful_timeout). Make this larger than that.
-    type: int
-    default: 10
 notes:
+  - Stopping or restarting waits until the processes are gone, which can take up to the watcher's
+    C(graceful_timeout). Make O(timeout) larger than that.
   - C(circusctl --json) exits with status 0 even when circusd refuses a command. The module parses every reply and
     fails with the reason circusd gives.
   - If circusd is not reachable, C(circusctl) times out after O(timeout) seconds and the module fails with the
@@ -185,19 +167,16 @@ diff:
 """
 
 
-import os
 import shlex
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.ringmaster.stack.plugins.module_utils.circusctl import (
+    Circusctl,
     CircusError,
-    build_argv,
-    parse_reply,
+    connect,
+    connection_argument_spec,
 )
-
-DEFAULT_ENDPOINT = "ipc:///run/circus/control.sock"
-DEFAULT_CIRCUSCTL = "/opt/ringmaster/circus/venv/bin/circusctl"
 
 # Without --waiting circusd answers before the processes are spawned or gone, and the state read back afterwards
 # could still be the old one. --match simple stops start/stop/restart from treating the watcher name as a glob.
@@ -279,19 +258,8 @@ def summary(watcher):
     return {"state": watcher["state"], "numprocesses": watcher["numprocesses"]}
 
 
-class Circusctl:
-    """Runs circusctl --json through AnsibleModule.run_command; the only code that talks to circusd."""
-
-    def __init__(self, module, executable, endpoint, timeout):
-        self.module = module
-        self.executable = executable
-        self.endpoint = endpoint
-        self.timeout = timeout
-
-    def call(self, *args):
-        argv = build_argv(self.executable, self.endpoint, self.timeout, args)
-        rc, stdout, stderr = self.module.run_command(argv, check_rc=False)
-        return parse_reply(rc, stdout, stderr, self.endpoint, self.timeout, args)
+class WatcherCtl(Circusctl):
+    """circusctl calls about one watcher."""
 
     def act(self, action):
         return self.call(*action, *ACTION_FLAGS.get(action[0], ()))
@@ -314,20 +282,6 @@ class Circusctl:
         return f"{message} (known watchers: {', '.join(known) or 'none'})"
 
 
-def find_circusctl(module, path):
-    if os.path.sep not in path:
-        found = module.get_bin_path(path)
-        if found:
-            return found
-    elif os.path.isfile(path) and os.access(path, os.X_OK):
-        return path
-    module.fail_json(
-        msg=f"circusctl executable not found at {path}: set the circusctl option to the circusctl of "
-        f"the circus installation (usually in its virtualenv)"
-    )
-    return None
-
-
 def run_module(module):
     params = module.params
     name = params["name"]
@@ -335,10 +289,8 @@ def run_module(module):
     numprocesses = params["numprocesses"]
     if numprocesses is not None and numprocesses < 0:
         module.fail_json(msg=f"numprocesses must be 0 or more, got {numprocesses}")
-    if params["timeout"] < 1:
-        module.fail_json(msg=f"timeout must be at least 1 second, got {params['timeout']}")
 
-    ctl = Circusctl(module, find_circusctl(module, params["circusctl"]), params["endpoint"], params["timeout"])
+    ctl = connect(module, WatcherCtl)
     result = {"changed": False, "name": name, "actions": []}
 
     try:
@@ -381,9 +333,7 @@ def main():
             "name": {"type": "str", "required": True},
             "state": {"type": "str", "default": "started", "choices": ["started", "stopped", "restarted", "reloaded"]},
             "numprocesses": {"type": "int"},
-            "endpoint": {"type": "str", "default": DEFAULT_ENDPOINT},
-            "circusctl": {"type": "path", "default": DEFAULT_CIRCUSCTL},
-            "timeout": {"type": "int", "default": 10},
+            **connection_argument_spec(),
         },
         supports_check_mode=True,
     )

@@ -12,6 +12,7 @@ from unittest import mock
 import pytest
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
+from ansible_collections.ringmaster.stack.plugins.module_utils import circusctl as circusctl_utils
 from ansible_collections.ringmaster.stack.plugins.modules import circus_watcher
 
 ENDPOINT = "ipc:///run/circus/control.sock"
@@ -536,16 +537,16 @@ REPLIES = [
 @pytest.mark.parametrize(("rc", "stdout", "stderr", "expected"), [r[1:] for r in REPLIES], ids=[r[0] for r in REPLIES])
 def test_parse_reply(rc, stdout, stderr, expected):
     if isinstance(expected, dict):
-        assert circus_watcher.parse_reply(rc, stdout, stderr, "ipc://x", 5, ("status", "web")) == expected
+        assert circusctl_utils.parse_reply(rc, stdout, stderr, "ipc://x", 5, ("status", "web")) == expected
     else:
-        with pytest.raises(circus_watcher.CircusError) as exc:
-            circus_watcher.parse_reply(rc, stdout, stderr, "ipc://x", 5, ("status", "web"))
+        with pytest.raises(circusctl_utils.CircusError) as exc:
+            circusctl_utils.parse_reply(rc, stdout, stderr, "ipc://x", 5, ("status", "web"))
         assert str(exc.value) == expected
 
 
 def test_parse_reply_keeps_circusd_reason():
-    with pytest.raises(circus_watcher.CircusError) as exc:
-        circus_watcher.parse_reply(0, json.dumps(refusal("program Web not found")), "", "ipc://x", 5, ("list", "Web"))
+    with pytest.raises(circusctl_utils.CircusError) as exc:
+        circusctl_utils.parse_reply(0, json.dumps(refusal("program Web not found")), "", "ipc://x", 5, ("list", "Web"))
     assert exc.value.reason == "program Web not found"
     assert circus_watcher.is_missing_watcher(exc.value.reason, "web")
     assert not circus_watcher.is_missing_watcher(exc.value.reason, "other")
@@ -553,7 +554,7 @@ def test_parse_reply_keeps_circusd_reason():
 
 
 def test_build_argv():
-    assert circus_watcher.build_argv("/v/circusctl", "tcp://127.0.0.1:5555", 7, ("get", "web", "numprocesses")) == [
+    assert circusctl_utils.build_argv("/v/circusctl", "tcp://127.0.0.1:5555", 7, ("get", "web", "numprocesses")) == [
         "/v/circusctl",
         "--json",
         "--endpoint",

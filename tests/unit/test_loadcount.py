@@ -1,0 +1,129 @@
+# Copyright (c) 2025, Ringmaster engineers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""molecule/shared/loadcount.py against real HTTP servers on loopback: every request accounted for."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+LOADCOUNT = Path(__file__).resolve().parents[2] / "molecule" / "shared" / "loadcount.py"
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    mode = "ok"
+
+    def log_message(self, *args):
+        pass
+
+    def _answer(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        body = b"hello from host web1, pid 7\n"
+        if self.mode == "post-fails" and self.command == "POST":
+            self.send_response(502)
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.mode == "trickle":
+            # Each byte arrives well within the timeout, the whole reply does not.
+            for byte in body:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.1)
+        else:
+            self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+
+@contextlib.contextmanager
+def server(mode):
+    handler = type("H", (Handler,), {"mode": mode})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield httpd.server_address[1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def run(port, tmp_path, *extra):
+    argv = [sys.executable, str(LOADCOUNT), "--port", str(port), "--clients", "2"]
+    argv += ["--stop-file", str(tmp_path / "stop"), *extra]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    return proc.returncode, json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("mode", "extra", "rc", "expect"),
+    [
+        pytest.param("ok", ["--duration", "1"], 0, {"lost": 0, "failed": 0, "crashed": 0}, id="all-answered"),
+        pytest.param(
+            "trickle", ["--duration", "1.5", "--timeout", "1"], 0, {"ok": 0, "crashed": 0}, id="trickle-is-lost"
+        ),
+        pytest.param(
+            "post-fails",
+            ["--duration", "1", "--post-share", "0.5"],
+            0,
+            {"lost": 0, "crashed": 0},
+            id="mixed-methods",
+        ),
+        pytest.param(
+            # A tally group that does not take part: the thread dies on None.decode().
+            "ok",
+            ["--duration", "1", "--tally", "(nomatch)?host"],
+            1,
+            {"crashed": 2},
+            id="crash-counted",
+        ),
+    ],
+)
+def test_every_request_is_accounted_for(tmp_path, mode, extra, rc, expect):
+    with server(mode) as port:
+        code, result, _ = run(port, tmp_path, *extra)
+    assert code == rc, result
+    for key, value in expect.items():
+        assert result[key] == value, result
+    assert result["sent"] > 0
+    if not result["crashed"]:
+        assert result["ok"] + result["failed"] + result["lost"] == result["sent"], result
+    if mode == "trickle":
+        assert result["lost"] == result["sent"], result
+    if mode == "post-fails":
+        assert result["sent_POST"] > 0 and result["sent_GET"] > 0, result
+        assert result["failed"] == result["status_502_POST"] == result["sent_POST"], result
+    assert result["stopped_by"] == "duration"
+
+
+def test_stop_file_is_reported(tmp_path):
+    with server("ok") as port:
+        threading.Timer(0.5, (tmp_path / "stop").touch).start()
+        code, result, _ = run(port, tmp_path, "--duration", "30")
+    assert code == 0
+    assert result["stopped_by"] == "stop-file"
+    assert result["seconds"] < 10
+
+
+def test_refused_connections_fail_not_hang(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, result, _ = run(port, tmp_path, "--duration", "0.5")
+    assert code == 0
+    assert result["failed"] == result["sent"] > 0
