@@ -45,9 +45,10 @@ if [[ -v ANSIBLE_TEST_TARGETS ]]; then
 else
     sanity_targets=(plugins/modules/circus_watcher.py tests/unit/plugins/modules/test_circus_watcher.py
         plugins/modules/circus_info.py tests/unit/plugins/modules/test_circus_info.py plugins/module_utils/circusctl.py
-        plugins/doc_fragments/circus.py
+        plugins/doc_fragments/circus.py plugins/filter/fleet_status.py tests/unit/plugins/filter/test_fleet_status.py
         tests/unit/conftest.py tests/integration/targets/circus_watcher/)
-    units_targets=(tests/unit/plugins/modules/test_circus_watcher.py tests/unit/plugins/modules/test_circus_info.py)
+    units_targets=(tests/unit/plugins/modules/test_circus_watcher.py tests/unit/plugins/modules/test_circus_info.py
+        tests/unit/plugins/filter/test_fleet_status.py)
 fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/ringmaster-ansible-test.XXXXXX")"
