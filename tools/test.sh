@@ -28,6 +28,9 @@ ruff format --check .
 stage "lint: shellcheck"
 shellcheck -x .ci/run tools/*.sh tests/integration/targets/circus_watcher/run-local.sh
 
+stage "lint: paths the documentation cites"
+python3 tools/check-doc-paths.py
+
 stage "unit tests: roles' argument specs, module"
 python -m pytest -q -p no:cacheprovider tests/unit
 
