@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: fleet_status
 short_description: Fleet-wide status from the circus_info results of every host
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Takes a dictionary of host name to the registered result of M(ringmaster.stack.circus_info) and returns
     one row per host and watcher, per-watcher and fleet totals, and a text table.

@@ -12,7 +12,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: circus_info
 short_description: Report the watchers of a running circusd, their processes, CPU and memory use and flapping state
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Reads every watcher of a live C(circusd) (C(circusctl status), C(circusctl get NAME numprocesses)) and the
     statistics of each of its processes (C(circusctl stats)), and returns them per watcher with totals.
