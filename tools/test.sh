@@ -31,7 +31,10 @@ shellcheck -x .ci/run tools/*.sh tests/integration/targets/circus_watcher/run-lo
 stage "lint: paths the documentation cites"
 python3 tools/check-doc-paths.py
 
-stage "unit tests: roles' argument specs, module"
+stage "lint: changelog fragments"
+antsibull-changelog lint
+
+stage "unit tests: argument specs, secrets, modules, filter, flapping plugin, load client, doc-path check"
 python -m pytest -q -p no:cacheprovider tests/unit
 
 stage "handler: unit, property and integration tests (real Mongrel2)"
