@@ -139,7 +139,7 @@ def is_idempotent(msg: bytes) -> bool:
     # SENDER CONN_ID PATH LEN:HEADERS... (none of the first three contains a space)
     pos = msg.find(b" ", msg.find(b" ", msg.find(b" ") + 1) + 1) + 1
     colon = msg.find(b":", pos, pos + 1 + _MAX_LENGTH_DIGITS)
-    if pos <= 2 or colon <= pos:
+    if pos <= 2 or colon <= pos or not is_ascii_digits(msg[pos:colon]):
         return False
     if msg[colon + 1 : colon + 2] == b"{":
         # JSON headers. Mongrel2 escapes every '"' inside keys and values, so the first
@@ -152,14 +152,12 @@ def is_idempotent(msg: bytes) -> bool:
         if not (msg.startswith(b'GET"', at) or msg.startswith(b'HEAD"', at)):
             return False
     else:
-        digits = msg[pos:colon]
-        if not is_ascii_digits(digits):
-            return False
-        end = colon + 1 + int(digits)
+        end = colon + 1 + int(msg[pos:colon])
         if end > len(msg) or not _tns_is_idempotent(msg, colon + 1, end):
             return False
-    # Anywhere in the message: a false alarm only makes a request "unsafe".
-    return msg.find(_UPLOAD_KEY) < 0
+    # Anywhere in the message: a false alarm only makes a request "unsafe". Streamed
+    # uploads (UPLOAD_STREAM) are consumed as they arrive: they cannot run twice either.
+    return msg.find(_UPLOAD_KEY) < 0 and msg.find(_STREAM_KEY) < 0
 
 
 def _tns_is_idempotent(msg: bytes, pos: int, end: int) -> bool:
