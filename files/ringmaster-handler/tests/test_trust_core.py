@@ -364,7 +364,7 @@ def test_bodies_above_max_body_size_are_refused(length, chunks, expect_413_after
         assert frames(core, b"new", b"X") == [b"X" + sent_s[0]]
     core.clock_.now += CANCEL_DELAY
     core.send_cancels()
-    assert core.to_m2[-1] == ctl(5, cancel=True)
+    assert core.to_m2[-1] == ctl(5, credits=1, cancel=True)
     assert core.uploads == {} and core.conns == {}
     # The handler's F for it is legitimate; a late continuation from Mongrel2 is dropped.
     for rid in sent_s:
@@ -395,7 +395,7 @@ def test_a_worker_dying_mid_upload_means_502_and_a_cancel():
     assert core.to_m2[-1].startswith(b"sender 1:5, HTTP/1.1 502")
     core.clock_.now += CANCEL_DELAY
     core.send_cancels()
-    assert core.to_m2[-1] == ctl(5, cancel=True)
+    assert core.to_m2[-1] == ctl(5, credits=1, cancel=True)
 
 
 def test_a_streamed_upload_waits_for_a_protocol_2_handler_without_blocking_others():

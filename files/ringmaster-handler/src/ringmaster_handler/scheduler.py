@@ -89,6 +89,17 @@ _UPLOAD_START = b"x-mongrel2-upload-start"
 _UPLOAD_DONE = b"x-mongrel2-upload-done"
 
 
+def cancel_message(prefix: bytes) -> bytes:
+    """The ctl message that ends a streamed upload in Mongrel2 and disconnects its client.
+
+    A cancel alone disconnects the client but leaves Mongrel2's upload task asleep: it only
+    looks at the connection when it has credits to read with (measured on 1.12.2 through
+    the control port's task list). One credit in the same message (applied before the
+    cancel) wakes it to find the connection closed, and it ends.
+    """
+    return ctl_message(prefix, credits=1, cancel=True)
+
+
 class RateLimitedLog:
     """One warning per ``every`` seconds per kind, with the count of those not logged."""
 
@@ -409,7 +420,7 @@ class Scheduler:
         cancels = self.cancels
         now = float("inf") if everything else self.clock()
         while cancels and cancels[0][0] <= now:
-            self._to_m2(ctl_message(cancels.popleft()[1], cancel=True))
+            self._to_m2(cancel_message(cancels.popleft()[1]))
 
     def timeout_due(self) -> float | None:
         """When the next started request would time out (clock time), or None."""
@@ -964,7 +975,7 @@ class Scheduler:
             self._to_m2(prefix + simple_response(code, False))
             self.cancels.append((self.clock() + CANCEL_DELAY, prefix))
         else:
-            self._to_m2(ctl_message(prefix, cancel=True))
+            self._to_m2(cancel_message(prefix))
 
     def fail_request(self, msg: bytes, code: int) -> None:
         """After an internal error on ``msg``: make sure its client is answered and closed."""
