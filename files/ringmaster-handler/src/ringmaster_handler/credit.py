@@ -199,12 +199,16 @@ def reply_prefix_of(msg: bytes) -> bytes | None:
     """
     sp = msg.find(b" ", 0, 256)
     end = msg.find(b" ", sp + 1, sp + 2 + _MAX_LENGTH_DIGITS)
-    if sp <= 0 or end < 0:
+    if sp <= 0 or end <= sp + 1:
         return None
     conn = msg[sp + 1 : end]
-    if not is_ascii_digits(conn):
+    if not conn.isdigit():  # (bytes.isdigit is ASCII-only, unlike str.isdigit)
         return None
-    return b"%s %d:%s, " % (msg[:sp], len(conn), conn)
+    return msg[:sp] + _LENGTH_COLON[end - sp - 1] + conn + b", "
+
+
+# " 1:", " 2:"... : the start of a reply prefix's netstring, per connection id length.
+_LENGTH_COLON = [b" %d:" % n for n in range(_MAX_LENGTH_DIGITS + 1)]
 
 
 _MONITOR_EVENT = struct.Struct("=HI")
@@ -219,9 +223,6 @@ def monitor_event(frames: list[bytes]) -> tuple[int, int]:
 
 # -- lengths and ids ----------------------------------------------------------------------
 
-_ASCII_DIGITS = frozenset(b"0123456789")
-
-
 def is_ascii_digits(text: bytes | str) -> bool:
     """Whether ``text`` is 1-10 ASCII digits: a length or id we may pass to ``int``.
 
@@ -233,7 +234,7 @@ def is_ascii_digits(text: bytes | str) -> bool:
         if not text.isascii():
             return False
         text = text.encode("ascii")
-    return 0 < len(text) <= _MAX_LENGTH_DIGITS and _ASCII_DIGITS.issuperset(text)
+    return 0 < len(text) <= _MAX_LENGTH_DIGITS and text.isdigit()
 
 
 def parse_length(text: bytes | str) -> int | None:
