@@ -323,3 +323,33 @@ def test_an_exception_on_a_request_still_answers_its_client(caplog):
         push.close(0)
         d.m2_in.close(0)
         ctx.term()
+
+
+# -- Mongrel2 specs as ipc:// paths -------------------------------------------------------------
+
+
+@needs_mongrel2
+def test_the_dispatcher_takes_ipc_specs(tmp_path):
+    route = {"send": "ipc://run/app-send", "recv": "ipc://run/app-recv", "ident": "ipc-front"}
+    m2 = Mongrel2(tmp_path, {"/": {**route, "protocol": None}})
+    # Mongrel2 (test mode: its chroot is its working directory) resolves them inside it.
+    absolute = {k: f"ipc://{tmp_path}/{v[6:]}" if k != "ident" else v for k, v in route.items()}
+    bind = f"tcp://127.0.0.1:{free_port()}"
+    disp = DispatcherProc(tmp_path, absolute, bind)
+    peer = None
+    try:
+        m2.start()
+        disp.start()
+        peer = Peer(bind)
+        disp.wait_connected(1)
+        client = RawClient(m2.port)
+        client.send("POST", "/ipc", b"x")
+        rid, msg = take_request(peer)
+        peer.send(b"D" + rid + reply_prefix_of(msg) + ok(b"over ipc"))
+        assert client.read_some(5).endswith(b"over ipc")
+        client.close()
+    finally:
+        if peer is not None:
+            peer.close()
+        disp.stop()
+        m2.stop()

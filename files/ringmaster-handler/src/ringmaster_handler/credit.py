@@ -223,6 +223,7 @@ def monitor_event(frames: list[bytes]) -> tuple[int, int]:
 
 # -- lengths and ids ----------------------------------------------------------------------
 
+
 def is_ascii_digits(text: bytes | str) -> bool:
     """Whether ``text`` is 1-10 ASCII digits: a length or id we may pass to ``int``.
 
