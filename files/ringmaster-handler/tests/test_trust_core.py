@@ -8,7 +8,7 @@ import pytest
 
 from ringmaster_handler import credit
 from ringmaster_handler.credit import CONSUMED_LEN, HEAD_LEN, UPLOAD_WINDOW, hello_frame
-from ringmaster_handler.scheduler import CANCEL_DELAY
+from ringmaster_handler.scheduler import CANCEL_DELAY, PIPELINE_LIMIT
 from test_dispatcher_core import Core, request
 
 
@@ -159,6 +159,18 @@ def test_a_disconnect_drops_the_requests_waiting_behind_the_current_one():
     core.done(b"a", rid)
     assert len(rids(core, b"a")) == 1  # nothing more for that connection
     assert core.conns == {}
+
+
+def test_a_connection_cannot_pipeline_without_bound():
+    core = Core()
+    core.join(b"a", 1)
+    for n in range(PIPELINE_LIMIT + 2):
+        core.on_request(request("GET", conn=7, path=f"/{n}"))
+    assert core.to_m2 == [b"sender 1:7, "]  # closed, not answered out of turn
+    assert core.conns == {}
+    [rid] = rids(core, b"a")
+    core.done(b"a", rid)  # the one in flight still ends quietly
+    assert len(rids(core, b"a")) == 1
 
 
 def test_answering_a_request_ourselves_drops_the_ones_behind_it():

@@ -82,6 +82,10 @@ WARN_EVERY = 10.0
 CANCEL_DELAY = 0.05
 # Body bytes per U frame: a frame is at most MAX_FRAME bytes with its kind and request id.
 UPLOAD_CHUNK = MAX_FRAME - HEAD_LEN
+# Requests one client connection may have pipelined behind the one in flight. Mongrel2 reads
+# them all at once, so without a bound one connection could fill the dispatcher's memory;
+# beyond it the connection is closed (answering out of turn would break the order).
+PIPELINE_LIMIT = 256
 # Mongrel2's stream key is looked for this far into a message before parsing its headers.
 _STREAM_SCAN = 16384
 _STREAM_KEY = b"UPLOAD_STREAM"
@@ -313,6 +317,15 @@ class Scheduler:
             later = conns[prefix]
             if later is None:
                 later = conns[prefix] = deque()
+            elif len(later) >= PIPELINE_LIMIT:
+                self.stats["rejected"] += 1
+                self.warn.warning(
+                    "pipeline",
+                    "closed a client connection with more than %d pipelined requests",
+                    PIPELINE_LIMIT,
+                )
+                self._close_prefix(prefix)
+                return
             later.append(msg)
             return
         conns[prefix] = None
