@@ -466,3 +466,30 @@ def test_client_text_in_handler_names_cannot_forge_log_lines():
     info = {"host": "h\nFAKE 2026 CRITICAL owned", "pid": 1, "app": "a\r\nb"}
     name = credit.describe_peer(info)
     assert "\n" not in name and "\r" not in name and "\\n" in name
+
+
+# -- frames never exceed MAX_FRAME ------------------------------------------------------------
+
+
+def test_a_request_too_big_for_a_frame_gets_413():
+    core = Core()
+    core.join(b"a", 1)
+    body = b"b" * credit.MAX_FRAME
+    headers = b'{"PATH":"/","METHOD":"POST"}'
+    core.on_request(b"sender 3 / %d:%s,%d:%s," % (len(headers), headers, len(body), body))
+    assert core.to_m2[0].startswith(b"sender 1:3, HTTP/1.1 413 ")
+    assert core.jobs_of(b"a") == []
+
+
+def test_a_streamed_first_message_too_big_for_a_frame_is_split():
+    core = Core()
+    join_v(core, b"new", 2, 2)
+    first = bytes(range(256)) * 5000  # 1.28 MB with the headers (limits.content_length 2 MB)
+    core.on_request(stream_first(conn=5, first=first))
+    sent = [f for _, f in core.sent]
+    assert all(len(f) <= credit.MAX_FRAME for f in sent)
+    [s] = frames(core, b"new", b"S")
+    msg = s[HEAD_LEN:]
+    assert credit.upload_stream_kind(msg) == credit.STREAM_FIRST
+    body = bytes(credit.body_of(msg)) + b"".join(f[HEAD_LEN:] for f in frames(core, b"new", b"U"))
+    assert body == first

@@ -60,6 +60,7 @@ from ringmaster_handler.credit import (
     content_length_of,
     ctl_message,
     describe_peer,
+    headers_span,
     is_idempotent,
     parse_hello,
     reply_prefix_of,
@@ -229,6 +230,20 @@ def _path_of(msg: bytes) -> bytes:
     return msg[sp2 + 1 : sp3] if 0 < sp1 < sp2 < sp3 else b"?"
 
 
+def _stream_frames(rid: bytes, msg: bytes) -> tuple[bytes, list]:
+    """The S frame for a streamed request's first message, and U pieces of its body that do
+    not fit in it (Mongrel2 puts up to limits.content_length body bytes in that message)."""
+    if HEAD_LEN + len(msg) <= MAX_FRAME:
+        return STREAM_REQUEST + rid + msg, []
+    span = headers_span(msg)
+    body = body_of(msg)
+    head = msg[: span[1] + 1]  # through the headers' closing "," or "}"
+    keep = max(0, MAX_FRAME - HEAD_LEN - len(head) - 16)
+    first = STREAM_REQUEST + rid + head + b"%d:" % keep + bytes(body[:keep]) + b","
+    more = [body[at : at + UPLOAD_CHUNK] for at in range(keep, len(body), UPLOAD_CHUNK)]
+    return first, more
+
+
 class Scheduler:
     """Who gets which request: the dispatcher's bookkeeping, without any sockets.
 
@@ -342,6 +357,19 @@ class Scheduler:
                 # The rest of an upload we already gave up on (cancelled or refused).
                 self.stats["stray"] += 1
                 self._release(prefix)
+                return
+            if len(msg) > UPLOAD_CHUNK:
+                # No frame may exceed MAX_FRAME (handlers enforce it with MAXMSGSIZE): a
+                # body this big needs upload.stream, or a smaller limits.content_length.
+                self.stats["requests"] += 1
+                self.stats["too_large"] += 1
+                self.warn.warning(
+                    "too-large",
+                    "answered 413 to a request of %d bytes (more than a frame can hold; "
+                    "use upload.stream or a limits.content_length below %d)",
+                    len(msg), UPLOAD_CHUNK - 4096,
+                )  # fmt: skip
+                self._answer_prefix(prefix, 413)
                 return
         self.stats["requests"] += 1
         now = self.clock()
@@ -541,8 +569,12 @@ class Scheduler:
         upload = self.uploads.get(prefix) if self.uploads else None
         if upload is not None and upload.msg is not msg:
             upload = None
-        kind = REQUEST if upload is None else STREAM_REQUEST
-        if not self._to_worker(w.ident, kind + rid + msg):
+        rest = None
+        if upload is None:
+            frame = REQUEST + rid + msg
+        else:
+            frame, rest = _stream_frames(rid, msg)
+        if not self._to_worker(w.ident, frame):
             # It vanished between its last message and now: the request goes back in line.
             self.queue.appendleft((msg, arrived, prefix))
             self._forget(w, "unreachable")
@@ -558,6 +590,8 @@ class Scheduler:
             job.upload = upload
             upload.job = job
             upload.granted += UPLOAD_WINDOW
+            for piece in rest or ():
+                self._to_worker(w.ident, UPLOAD_DATA + rid + piece)
             self._to_m2(ctl_message(prefix, credits=UPLOAD_WINDOW))
 
     def _finished(self, job: Job) -> None:
