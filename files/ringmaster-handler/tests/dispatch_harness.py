@@ -92,3 +92,59 @@ class Worker(Handler):
         if self.proc.poll() is not None:
             raise RuntimeError(f"handler exited {self.proc.returncode}: {self.log_text()}")
         return "connected to dispatcher" in self.log_text()
+
+
+class Peer:
+    """A test handler: a real DEALER speaking the credit protocol by hand (CURVE optional)."""
+
+    def __init__(self, bind: str, version: int = 2, curve: tuple | None = None, name="peer"):
+        import zmq
+
+        from ringmaster_handler.credit import hello_frame
+
+        self.ctx = zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVTIMEO, 10_000)
+        if curve is not None:
+            public, secret, server = curve
+            self.sock.curve_publickey, self.sock.curve_secretkey = public, secret
+            self.sock.curve_serverkey = server
+        self.sock.connect(bind)
+        self.sock.send(
+            hello_frame({"pid": os.getpid(), "host": name, "app": "tests:peer", "v": version})
+        )
+
+    def recv(self, timeout: float = 10.0) -> bytes:
+        self.sock.setsockopt(__import__("zmq").RCVTIMEO, int(timeout * 1000))
+        return self.sock.recv()
+
+    def poll(self, timeout: float) -> bool:
+        return bool(self.sock.poll(timeout * 1000))
+
+    def send(self, frame: bytes) -> None:
+        self.sock.send(frame)
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+    stop = close
+
+
+def m2_sleeping_connections(root: Path) -> int:
+    """Connection tasks asleep in a Mongrel2 (test mode, chroot = cwd = root), from its
+    control port: a streamed upload waiting for credits is one ("HTTP", state "sleep")."""
+    import zmq
+
+    from ringmaster_handler.tnetstrings import parse
+
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, 5000)
+    try:
+        sock.connect(f"ipc://{root}/run/control")
+        sock.send(b"28:6:status,15:4:what,5:tasks,}]")
+        value, _ = parse(sock.recv())
+        return sum(1 for row in value[b"rows"] if row[2] == b"HTTP" and row[3] == b"sleep")
+    finally:
+        sock.close(0)

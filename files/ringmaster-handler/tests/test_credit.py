@@ -89,3 +89,74 @@ def test_disconnect(fixture_bytes):
     assert credit.is_disconnect(fixture_bytes("disconnect_json"))
     assert credit.is_disconnect(fixture_bytes("disconnect_tns"))
     assert not credit.is_disconnect(fixture_bytes("get_json"))
+
+
+# -- length fields and connection ids: ASCII digits only ---------------------------------------
+
+# superscript two, Arabic-Indic one, fullwidth one: str.isdigit() says yes to all three.
+NOT_ASCII_DIGITS = [
+    "\u00b2",
+    "\u0661",
+    "\uff11",
+    "+1",
+    " 1",
+    "-1",
+    "1 ",
+    "1_0",
+    "",
+    "0x1",
+    "12345678901",
+]
+
+
+@pytest.mark.parametrize("text", NOT_ASCII_DIGITS)
+def test_only_ascii_digits_make_a_length(text):
+    assert not credit.is_ascii_digits(text)
+    assert credit.parse_length(text) is None
+    assert not credit.is_ascii_digits(text.encode())
+    assert credit.parse_length(text.encode()) is None
+
+
+@pytest.mark.parametrize("text", ["0", "7", "42", "1234567890"])
+def test_ascii_digits_are_lengths(text):
+    assert credit.parse_length(text) == credit.parse_length(text.encode()) == int(text)
+
+
+@pytest.mark.parametrize("text", NOT_ASCII_DIGITS)
+def test_no_odd_digits_in_conn_ids_or_netstring_lengths(text):
+    conn = text.encode()
+    if text != "1 ":  # (that one is conn id 1 and an empty path)
+        assert credit.reply_prefix_of(b"uuid " + conn + b" /x 2:{},0:,") is None
+    headers = b'{"METHOD":"GET"}'
+    msg = b"uuid 1 /x " + conn + b":" + headers + b",0:,"
+    assert not credit.is_idempotent(msg)
+    assert credit.headers_span(msg) is None
+    tns = b"6:METHOD," + conn + b":GET,"
+    assert not credit.is_idempotent(b"uuid 1 /x %d:%s}0:," % (len(tns), tns))
+
+
+def test_stream_messages_are_recognised():
+    first = b'uuid 3 /up 38:{"PATH":"/up","UPLOAD_STREAM":"0","METHOD":"POST"},2:ab,'
+    more = b'uuid 3 /up 24:{"UPLOAD_STREAM":"4041"},3:cde,'
+    last = b'uuid 3 /up 50:{"UPLOAD_STREAM":"4987467","UPLOAD_STREAM_DONE":"1"},0:,'
+    assert credit.upload_stream_kind(first) == credit.STREAM_FIRST
+    assert credit.upload_stream_kind(more) == credit.STREAM_MORE
+    assert credit.upload_stream_kind(last) == credit.STREAM_MORE
+    assert not credit.upload_stream_done(more) and credit.upload_stream_done(last)
+    assert bytes(credit.body_of(more)) == b"cde"
+    # A client's own header or body cannot pass for Mongrel2's key.
+    sneaky = b'uuid 3 /up 40:{"x":"\\"UPLOAD_STREAM\\":\\"0","METHOD":"POST"},17:"UPLOAD_STREAM":",'
+    assert credit.upload_stream_kind(sneaky) == credit.NOT_STREAMED
+    assert not credit.is_idempotent(first.replace(b"POST", b"GET"))
+
+
+def test_ctl_message_format():
+    # The format Mongrel2 1.12.2 accepted on loopback (see DISPATCHER.md, streamed uploads).
+    assert credit.ctl_message(b"uuid 2:42, ", credits=262144) == (
+        b"uuid 4:X 42, 29:3:ctl,19:7:credits,6:262144#}]"
+    )
+    assert (
+        credit.ctl_message(b"uuid 1:7, ", cancel=True) == b"uuid 3:X 7, 23:3:ctl,13:6:cancel,1:1,}]"
+    )
+    parsed = parse(credit.ctl_message(b"u 1:7, ", credits=5, cancel=True).split(b", ", 1)[1])
+    assert parsed[0] == [b"ctl", {b"credits": 5, b"cancel": b"1"}]

@@ -5,7 +5,7 @@ import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ringmaster_handler.credit import HEAD_LEN, hello_frame
+from ringmaster_handler.credit import HEAD_LEN, hello_frame, reply_prefix_of
 from ringmaster_handler.dispatcher import Dispatcher
 from ringmaster_handler.scheduler import Scheduler
 
@@ -53,8 +53,22 @@ class Core(Scheduler):
         """(rid, request) of every request sent to ``ident``."""
         return [(f[1:HEAD_LEN], f[HEAD_LEN:]) for i, f in self.sent if i == ident and f[:1] == b"Q"]
 
+    def request_of(self, rid: bytes) -> bytes:
+        return next(f[HEAD_LEN:] for _, f in self.sent if f[1:HEAD_LEN] == rid and f[:1] in b"QS")
+
+    def addressed(self, rid: bytes, reply: bytes) -> bytes:
+        """``reply`` with the Mongrel2 address of request ``rid`` in front, as handlers send."""
+        return reply_prefix_of(self.request_of(rid)) + reply
+
     def done(self, ident: bytes, rid: bytes, reply: bytes = b"reply") -> None:
-        self.on_worker_frame(ident, b"D" + rid + reply)
+        self.on_worker_frame(ident, b"D" + rid + self.addressed(rid, reply))
+
+    def more(self, ident: bytes, rid: bytes, reply: bytes) -> None:
+        self.on_worker_frame(ident, b"M" + rid + self.addressed(rid, reply))
+
+    def bodies(self) -> list[bytes]:
+        """What went to Mongrel2, without the addresses."""
+        return [p.split(b", ", 1)[1] if b", " in p else p for p in self.to_m2]
 
 
 @pytest.fixture
@@ -73,7 +87,7 @@ def test_free_workers_get_requests_least_recently_freed_first(core):
     core.done(b"a", rid_a)
     core.on_request(request(conn=3))
     assert len(core.jobs_of(b"b")) == 2  # b was freed first
-    assert core.to_m2 == [b"reply", b"reply"]
+    assert core.to_m2 == [b"sender 1:2, reply", b"sender 1:1, reply"]
 
 
 def test_disconnect_notices_never_reach_handlers(core):
@@ -132,7 +146,7 @@ def test_a_request_stuck_behind_a_slow_one_moves_to_a_free_handler(core):
     # Whatever the slow handler still sends for it is dropped; the new one's reply goes out.
     core.done(b"slow", stuck_rid, b"duplicate")
     core.done(b"free", new_rid, b"answer")
-    assert core.to_m2 == [b"answer"]
+    assert core.bodies() == [b"answer"]
     assert core.stats["steals"] == 1 and core.waiting == 0
 
 
@@ -140,10 +154,10 @@ def test_streamed_replies_pass_through_in_order(core):
     core.join(b"a", 1)
     core.on_request(request())
     rid, _ = core.jobs_of(b"a")[0]
-    core.on_worker_frame(b"a", b"M" + rid + b"part1")
-    core.on_worker_frame(b"a", b"M" + rid + b"part2")
+    core.more(b"a", rid, b"part1")
+    core.more(b"a", rid, b"part2")
     core.on_worker_frame(b"a", b"F" + rid)
-    assert core.to_m2 == [b"part1", b"part2"]
+    assert core.to_m2 == [b"sender 1:1, part1", b"sender 1:1, part2"]
     assert core.free and core.workers[b"a"].jobs == {}
 
 
@@ -155,7 +169,7 @@ def test_a_dead_handlers_gets_are_retried_and_others_answered(core):
     core.on_request(request("GET", 3))  # waits inside a (a tie goes to the first)
     core.on_request(request("GET", 4))
     [(rid_post, _)] = core.jobs_of(b"a")[:1]
-    core.on_worker_frame(b"a", b"M" + rid_post + b"partial")  # not for a POST, but let's see
+    core.more(b"a", rid_post, b"partial")  # not for a POST, but let's see
     core.join(b"c", 3)
     core.on_disconnect(1)
     core.on_disconnect(2)
@@ -163,7 +177,7 @@ def test_a_dead_handlers_gets_are_retried_and_others_answered(core):
     assert b"sender 1:1, " in core.to_m2
     # Every GET goes to the survivor.
     assert [req for _, req in core.jobs_of(b"c")] == [request("GET", n) for n in (3, 4)]
-    assert [msg for msg, _ in core.queue] == [request("GET", 2)]
+    assert [item[0] for item in core.queue] == [request("GET", 2)]
     for rid, _ in core.jobs_of(b"c"):
         core.done(b"c", rid)
     assert core.jobs_of(b"c")[-1][1] == request("GET", 2)

@@ -110,11 +110,18 @@ def parse_hello(frame: bytes) -> dict:
 
 
 def describe_peer(info: dict) -> str:
-    """A short name for logs: host:pid (app)."""
-    host = str(info.get("host", "?"))[:64]
-    pid = str(info.get("pid", "?"))[:16]
-    app = str(info.get("app", ""))[:80]
+    """A short name for logs: host:pid (app). Escaped: a peer cannot forge a log line."""
+    host = _log_safe(str(info.get("host", "?"))[:64])
+    pid = _log_safe(str(info.get("pid", "?"))[:16])
+    app = _log_safe(str(info.get("app", ""))[:80])
     return f"{host}:{pid}" + (f" ({app})" if app else "")
+
+
+def _log_safe(text: str) -> str:
+    # Printable ASCII stays as it is (the usual names); anything else is escaped as repr does.
+    if text.isascii() and text.isprintable():
+        return text
+    return repr(text)[1:-1]
 
 
 def is_disconnect(msg: bytes) -> bool:
@@ -132,7 +139,7 @@ def is_idempotent(msg: bytes) -> bool:
     # SENDER CONN_ID PATH LEN:HEADERS... (none of the first three contains a space)
     pos = msg.find(b" ", msg.find(b" ", msg.find(b" ") + 1) + 1) + 1
     colon = msg.find(b":", pos, pos + 1 + _MAX_LENGTH_DIGITS)
-    if pos <= 2 or colon <= pos:
+    if pos <= 2 or colon <= pos or not is_ascii_digits(msg[pos:colon]):
         return False
     if msg[colon + 1 : colon + 2] == b"{":
         # JSON headers. Mongrel2 escapes every '"' inside keys and values, so the first
@@ -145,14 +152,12 @@ def is_idempotent(msg: bytes) -> bool:
         if not (msg.startswith(b'GET"', at) or msg.startswith(b'HEAD"', at)):
             return False
     else:
-        digits = msg[pos:colon]
-        if not digits.isdigit():
-            return False
-        end = colon + 1 + int(digits)
+        end = colon + 1 + int(msg[pos:colon])
         if end > len(msg) or not _tns_is_idempotent(msg, colon + 1, end):
             return False
-    # Anywhere in the message: a false alarm only makes a request "unsafe".
-    return msg.find(_UPLOAD_KEY) < 0
+    # Anywhere in the message: a false alarm only makes a request "unsafe". Streamed
+    # uploads (UPLOAD_STREAM) are consumed as they arrive: they cannot run twice either.
+    return msg.find(_UPLOAD_KEY) < 0 and msg.find(_STREAM_KEY) < 0
 
 
 def _tns_is_idempotent(msg: bytes, pos: int, end: int) -> bool:
@@ -176,7 +181,7 @@ def _tns_is_idempotent(msg: bytes, pos: int, end: int) -> bool:
 def _tns_item(msg: bytes, pos: int, end: int) -> tuple[bytes | None, int]:
     colon = msg.find(b":", pos, min(pos + 1 + _MAX_LENGTH_DIGITS, end))
     digits = msg[pos:colon]
-    if colon < 0 or not digits.isdigit():
+    if colon < 0 or not is_ascii_digits(digits):
         return None, end
     start = colon + 1
     stop = start + int(digits)
@@ -186,11 +191,24 @@ def _tns_item(msg: bytes, pos: int, end: int) -> tuple[bytes | None, int]:
 
 
 def reply_prefix_of(msg: bytes) -> bytes | None:
-    """``SENDER LEN:CONN_ID, `` to answer a request message ourselves; None if malformed."""
-    parts = msg.split(b" ", 2)
-    if len(parts) < 3 or not parts[0] or not parts[1].isdigit() or len(parts[1]) > 10:
+    """``SENDER LEN:CONN_ID, `` to answer a request message ourselves; None if malformed.
+
+    It also names the client connection (the dispatcher's key for per-connection order and
+    uploads), and every reply to the request must start with exactly it. Found with two
+    ``find``s: no copy of the (possibly large) message.
+    """
+    sp = msg.find(b" ", 0, 256)
+    end = msg.find(b" ", sp + 1, sp + 2 + _MAX_LENGTH_DIGITS)
+    if sp <= 0 or end <= sp + 1:
         return None
-    return b"%s %d:%s, " % (parts[0], len(parts[1]), parts[1])
+    conn = msg[sp + 1 : end]
+    if not conn.isdigit():  # (bytes.isdigit is ASCII-only, unlike str.isdigit)
+        return None
+    return msg[:sp] + _LENGTH_COLON[end - sp - 1] + conn + b", "
+
+
+# " 1:", " 2:"... : the start of a reply prefix's netstring, per connection id length.
+_LENGTH_COLON = [b" %d:" % n for n in range(_MAX_LENGTH_DIGITS + 1)]
 
 
 _MONITOR_EVENT = struct.Struct("=HI")
@@ -201,3 +219,163 @@ def monitor_event(frames: list[bytes]) -> tuple[int, int]:
     if len(frames) != 2 or len(frames[0]) != _MONITOR_EVENT.size:
         return 0, -1
     return _MONITOR_EVENT.unpack(frames[0])
+
+
+# -- lengths and ids ----------------------------------------------------------------------
+
+
+def is_ascii_digits(text: bytes | str) -> bool:
+    """Whether ``text`` is 1-10 ASCII digits: a length or id we may pass to ``int``.
+
+    ``str.isdigit`` accepts superscripts and Arabic-Indic digits (and ``int`` reads the
+    latter); ``int`` also takes '+1', ' 1', '1_0'. bytes.isdigit is ASCII-only, but one rule
+    for both is simpler to trust.
+    """
+    if isinstance(text, str):
+        if not text.isascii():
+            return False
+        text = text.encode("ascii")
+    return 0 < len(text) <= _MAX_LENGTH_DIGITS and text.isdigit()
+
+
+def parse_length(text: bytes | str) -> int | None:
+    """A length field as an int, or None unless it is plain ASCII digits."""
+    return int(text) if is_ascii_digits(text) else None
+
+
+# -- Mongrel2 messages: headers, body, streamed uploads -----------------------------------
+
+_STREAM_KEY = b"UPLOAD_STREAM"
+_STREAM_DONE_KEY = b"UPLOAD_STREAM_DONE"
+_JSON_STREAM = b'"UPLOAD_STREAM":"'
+_JSON_STREAM_DONE = b'"UPLOAD_STREAM_DONE":"'
+# A continuation message's JSON headers hold nothing but the stream keys, in this order.
+_JSON_CONTINUATION = b'{"UPLOAD_STREAM":"'
+_JSON_CONTENT_LENGTH = b'"content-length":"'
+
+# What upload_stream_kind says.
+NOT_STREAMED, STREAM_FIRST, STREAM_MORE = 0, 1, 2
+
+
+def headers_span(msg: bytes) -> tuple[int, int] | None:
+    """(start, end) of the headers netstring's data in a request message; None if malformed."""
+    pos = msg.find(b" ", msg.find(b" ", msg.find(b" ") + 1) + 1) + 1
+    colon = msg.find(b":", pos, pos + 1 + _MAX_LENGTH_DIGITS)
+    if pos <= 2 or colon <= pos:
+        return None
+    n = parse_length(msg[pos:colon])
+    if n is None or colon + 1 + n >= len(msg):
+        return None
+    return colon + 1, colon + 1 + n
+
+
+def body_span(msg: bytes, headers_end: int) -> tuple[int, int] | None:
+    """(start, end) of the body netstring's data, which follows the headers' ``,`` or ``}``."""
+    pos = headers_end + 1
+    colon = msg.find(b":", pos, pos + 1 + _MAX_LENGTH_DIGITS)
+    if colon < 0:
+        return None
+    n = parse_length(msg[pos:colon])
+    if n is None or colon + 1 + n > len(msg):
+        return None
+    return colon + 1, colon + 1 + n
+
+
+def _tns_headers(msg: bytes, start: int, end: int) -> dict[bytes, bytes] | None:
+    """The first pairs of a tnetstring headers dict (keys -> raw values), walked by lengths."""
+    found: dict[bytes, bytes] = {}
+    pos = start
+    for _ in range(_TNS_MAX_PAIRS):
+        if pos >= end:
+            break
+        key, pos = _tns_item(msg, pos, end)
+        if key is None:
+            return None
+        value, pos = _tns_item(msg, pos, end)
+        if value is None:
+            return None
+        found.setdefault(key, value)
+    return found
+
+
+def upload_stream_kind(msg: bytes) -> int:
+    """NOT_STREAMED, STREAM_FIRST (headers + UPLOAD_STREAM) or STREAM_MORE (body only).
+
+    Mongrel2's ``upload.stream``: the first message is the request with an upper-case
+    ``UPLOAD_STREAM`` header (client header names arrive lower-cased, so only Mongrel2 can
+    write it); the next ones have nothing but ``UPLOAD_STREAM`` (+ ``UPLOAD_STREAM_DONE``).
+    Cheap for ordinary requests: one bounded ``find`` in the headers.
+    """
+    span = headers_span(msg)
+    if span is None:
+        return NOT_STREAMED
+    start, end = span
+    if msg[start : start + 1] == b"{":
+        if msg.startswith(_JSON_CONTINUATION, start):
+            return STREAM_MORE
+        # Values have their quotes escaped, so this can only be Mongrel2's own key.
+        return STREAM_FIRST if msg.find(_JSON_STREAM, start, end) >= 0 else NOT_STREAMED
+    if msg.find(_STREAM_KEY, start, end) < 0:
+        return NOT_STREAMED
+    pairs = _tns_headers(msg, start, end)
+    if pairs is None or _STREAM_KEY not in pairs:
+        return NOT_STREAMED
+    return STREAM_FIRST if b"METHOD" in pairs else STREAM_MORE
+
+
+def upload_stream_done(msg: bytes) -> bool:
+    """Whether a streamed-upload message is the last one (``UPLOAD_STREAM_DONE``)."""
+    span = headers_span(msg)
+    if span is None:
+        return False
+    start, end = span
+    if msg[start : start + 1] == b"{":
+        return msg.find(_JSON_STREAM_DONE, start, end) >= 0
+    pairs = _tns_headers(msg, start, end)
+    return pairs is not None and _STREAM_DONE_KEY in pairs
+
+
+def body_of(msg: bytes) -> memoryview | None:
+    """The body bytes of a request message, without copying; None if malformed."""
+    span = headers_span(msg)
+    if span is None:
+        return None
+    body = body_span(msg, span[1])
+    return None if body is None else memoryview(msg)[body[0] : body[1]]
+
+
+def content_length_of(msg: bytes) -> int | None:
+    """The request's Content-Length (ASCII digits only), or None (absent, chunked, bad)."""
+    span = headers_span(msg)
+    if span is None:
+        return None
+    start, end = span
+    if msg[start : start + 1] == b"{":
+        at = msg.find(_JSON_CONTENT_LENGTH, start, end)
+        if at < 0:
+            return None
+        at += len(_JSON_CONTENT_LENGTH)
+        close = msg.find(b'"', at, min(end, at + 1 + _MAX_LENGTH_DIGITS))
+        return None if close < 0 else parse_length(msg[at:close])
+    pairs = _tns_headers(msg, start, end)
+    value = None if pairs is None else pairs.get(b"content-length")
+    return None if value is None else parse_length(value)
+
+
+def ctl_message(prefix: bytes, *, credits: int = 0, cancel: bool = False) -> bytes:
+    """Mongrel2's extended reply ``SENDER LEN:X CONN_ID, [ "ctl", {...} ]`` for one connection.
+
+    ``credits``: let Mongrel2 read that many more bytes of a streamed upload; ``cancel``:
+    disconnect the client and end the upload task. ``prefix`` is the request's reply prefix.
+    """
+    sender, _, rest = prefix.partition(b" ")
+    conn = rest[rest.index(b":") + 1 : -2]
+    pairs = b""
+    if credits:
+        n = b"%d" % credits
+        pairs += b"7:credits,%d:%s#" % (len(n), n)
+    if cancel:
+        pairs += b"6:cancel,1:1,"
+    body = b"3:ctl,%d:%s}" % (len(pairs), pairs)
+    target = b"X " + conn
+    return b"%s %d:%s, %d:%s]" % (sender, len(target), target, len(body), body)

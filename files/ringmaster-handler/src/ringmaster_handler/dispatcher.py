@@ -24,7 +24,7 @@ from functools import partial
 
 import zmq
 
-from ringmaster_handler.credit import monitor_event
+from ringmaster_handler.credit import MAX_FRAME, monitor_event
 from ringmaster_handler.curve import ServerSide
 from ringmaster_handler.scheduler import Scheduler
 from ringmaster_handler.stopsignals import drain_fd, stop_signals
@@ -36,8 +36,13 @@ log = logging.getLogger("ringmaster_handler.dispatcher")
 HOUSEKEEPING_MS = 50
 # Messages taken from one socket before looking at the others again (fairness).
 BATCH = 64
-# Replies waiting for Mongrel2 beyond this make us stop reading handlers (backpressure).
+# Replies waiting for Mongrel2 beyond this many, or this many bytes, make us stop reading
+# handlers (backpressure).
 BACKLOG_PAUSE = 10_000
+BACKLOG_PAUSE_BYTES = 64 << 20
+# A batch of handler messages ends early when its replies hold this many bytes: they are
+# sent before more are read, so large streamed replies do not pile up here.
+BATCH_BYTES = 4 << 20
 
 # Plain ints: pyzmq's constants are enums, and enum arithmetic costs microseconds per call.
 _NOBLOCK = int(zmq.NOBLOCK)
@@ -74,6 +79,7 @@ class Dispatcher(Scheduler):
         self.linger_ms = linger_ms
         self.stopping = False
         self._paused = False  # watching Mongrel2 for room to send replies
+        self.backlog_bytes = 0  # bytes of the replies in self.backlog
 
     def request_stop(self, *_args) -> None:
         # Runs as a signal handler: only set a flag, the loop does the rest.
@@ -104,6 +110,9 @@ class Dispatcher(Scheduler):
         router.setsockopt(zmq.LINGER, 500)
         # Fail instead of silently dropping a message for a peer that is gone.
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # A handler sending a larger frame is disconnected by libzmq (its requests are then
+        # retried or failed like those of any handler that goes away).
+        router.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)
         router.setsockopt(zmq.HEARTBEAT_IVL, hb_ms)
         router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * hb_ms)
         router.setsockopt(zmq.HEARTBEAT_TTL, 3 * hb_ms)
@@ -186,6 +195,7 @@ class Dispatcher(Scheduler):
         # leave together (_flush_backlog): one wake-up of the I/O threads, ours and
         # Mongrel2's, for several replies.
         self.backlog.append(payload)
+        self.backlog_bytes += len(payload)
 
     def _flush_backlog(self) -> None:
         backlog = self.backlog
@@ -201,6 +211,7 @@ class Dispatcher(Scheduler):
             except zmq.ZMQError as exc:
                 log.error("cannot send a reply to Mongrel2: %s", exc)
             backlog.popleft()
+            self.backlog_bytes -= len(payload)
 
     def _flush(self) -> None:
         """Send the replies of this batch; watch Mongrel2 for room if some must wait."""
@@ -269,6 +280,10 @@ class Dispatcher(Scheduler):
     def _housekeeping(self) -> None:
         if self.queue_timeout and (self.queue or self.waiting):
             self.expire()
+        if self.request_timeout:
+            self.check_timeouts()
+        if self.cancels:
+            self.send_cancels()
         if self.monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             self._read_monitor()
         events = self.m2_out.getsockopt(zmq.EVENTS)
@@ -285,21 +300,27 @@ class Dispatcher(Scheduler):
             except zmq.Again:
                 break
             # As a Frame: its "more" flag is cheaper than getsockopt(RCVMORE), and a
-            # newcomer's socket number is on it.
+            # newcomer's socket number and key name are on it.
             part = recv(copy=False)
             if part.more:
                 self._discard_rest()
                 log.debug("dropped a multi-frame message from a handler")
                 continue
-            fd = -1
+            fd, key = -1, None
             if ident not in self.workers:
                 with contextlib.suppress(zmq.ZMQError):
                     fd = part.get(zmq.SRCFD)
+                if self.curve is not None:
+                    with contextlib.suppress(zmq.ZMQError):
+                        key = part.get("User-Id")  # the key's name, set by our ZAP handler
             frame = part.bytes
             try:
-                handle(ident, frame, fd)
+                handle(ident, frame, fd, key)
             except Exception:
                 log.exception("internal error on a handler message %r", frame[:40])
+                self._after_error(self.fail_worker_frame, ident, frame)
+            if self.backlog_bytes > BATCH_BYTES:
+                break
 
     def _discard_rest(self) -> None:
         while self.router.getsockopt(zmq.RCVMORE):
@@ -318,6 +339,14 @@ class Dispatcher(Scheduler):
                 handle(msg)
             except Exception:
                 log.exception("internal error on a request %r", msg[:80])
+                self._after_error(self.fail_request, msg, 500)
+
+    def _after_error(self, fail, *args) -> None:
+        # The books may be half updated; the client must still get an answer.
+        try:
+            fail(*args)
+        except Exception:
+            log.exception("internal error while failing a request after an error")
 
     def _read_monitor(self) -> None:
         monitor = self.monitor
@@ -352,7 +381,8 @@ class Dispatcher(Scheduler):
         elif self._paused:
             with contextlib.suppress(KeyError):
                 poller.unregister(self.m2_out)
-        poller.modify(self.router, 0 if len(self.backlog) > BACKLOG_PAUSE else zmq.POLLIN)
+        full = len(self.backlog) > BACKLOG_PAUSE or self.backlog_bytes > BACKLOG_PAUSE_BYTES
+        poller.modify(self.router, 0 if full else zmq.POLLIN)
         self._paused = waiting
 
     def _drain(self) -> None:
@@ -386,10 +416,14 @@ class Dispatcher(Scheduler):
             if self.waiting and self.free:
                 self.steal()
             self.expire()
+            if self.request_timeout:
+                self.check_timeouts()
+            if self.cancels:
+                self.send_cancels()
             self._flush()
         unserved = len(self.queue)
-        for msg, _ in self.queue:
-            self._answer(msg, 503)
+        for _msg, _arrived, prefix in list(self.queue):
+            self._answer_prefix(prefix, 503)
         self.queue.clear()
         if unserved or self.pending():
             log.warning(
@@ -397,6 +431,11 @@ class Dispatcher(Scheduler):
                 unserved, self.pending(),
             )  # fmt: skip
         self._flush_backlog()
+        if self.cancels:
+            # Streamed uploads we answered: their cancels must follow the answers.
+            time.sleep(0.1)
+            self.send_cancels(everything=True)
+            self._flush_backlog()
 
     def _read_requests_all(self) -> None:
         while self.m2_in.poll(0, zmq.POLLIN):

@@ -74,6 +74,37 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help=(
+            "answer 504 to a request a handler started and that produced no reply message "
+            "for this long (for a streamed upload: counted from the end of its body), and "
+            "give that handler no more work (default: 0, no limit)"
+        ),
+    )
+    p.add_argument(
+        "--max-body-size",
+        type=int,
+        default=0,
+        metavar="BYTES",
+        help=(
+            "answer 413 to a streamed upload (Mongrel2 upload.stream) whose body is larger, "
+            "and stop Mongrel2 reading it (default: 0, no limit)"
+        ),
+    )
+    p.add_argument(
+        "--max-handlers-per-key",
+        type=int,
+        default=64,
+        metavar="N",
+        help=(
+            "with CURVE, refuse a handler's hello when this many handlers with the same key "
+            "are connected already (default: 64; 0: no limit)"
+        ),
+    )
+    p.add_argument(
         "--heartbeat",
         type=float,
         default=1.0,
@@ -150,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise SpecError(f"--{name.replace('_', '-')} must be positive")
         if args.queue_timeout < 0:
             raise SpecError("--queue-timeout must be 0 or more")
+        for name in ("request_timeout", "max_body_size", "max_handlers_per_key"):
+            if getattr(args, name) < 0:
+                raise SpecError(f"--{name.replace('_', '-')} must be 0 or more")
         if args.queue_limit < 1:
             raise SpecError("--queue-limit must be positive")
         curve = curve_options(args)
@@ -171,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         steal_after=args.steal_after,
         queue_limit=args.queue_limit,
         queue_timeout=args.queue_timeout,
+        request_timeout=args.request_timeout,
+        max_body_size=args.max_body_size,
+        max_handlers_per_key=args.max_handlers_per_key,
         heartbeat=args.heartbeat,
         drain_timeout=args.drain_timeout,
         subscribe_timeout=args.subscribe_timeout,

@@ -143,12 +143,13 @@ class KeyGate:
             log.error("malformed ZAP request (%d frames)", len(frames))
             return
         version, request_id, _domain, address, _identity, mechanism = frames[:6]
-        address_text = address.decode("ascii", "replace")
+        address_text = ascii(address.decode("ascii", "replace"))[1:-1]
         # 400 makes libzmq's client give up on this connection (300 would leave it hanging
         # half open); our handlers retry a refused dispatcher every few seconds themselves.
         status, text, user = b"400", b"not authorised", b""
         if mechanism != b"CURVE" or len(frames) != 7 or len(frames[6]) != 32:
-            self.denials.refused(address_text, f"mechanism {mechanism.decode('ascii', 'replace')}")
+            # (%r-style: the mechanism name comes from the peer's greeting, unchecked)
+            self.denials.refused(address_text, f"mechanism {mechanism!r}")
         else:
             with contextlib.suppress(CurveError):
                 self._reload()
