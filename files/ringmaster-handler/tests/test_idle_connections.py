@@ -106,10 +106,12 @@ def measured(tmp_path_factory):
             pid = m2.proc.pid
             limit = open_files_limit(pid)
             hot = limit // dividend
-            # The idle clients need their descriptors in Mongrel2 and in the holder process.
-            idle = min(IDLE, hot - HOT_SPARE, saved[1] - 512)
+            # 10,000 unless this machine's hard limit is too low for any setting to hold them:
+            # with the smallest dividend (2) the hot set is half the limit, so a hard limit of
+            # 20,000 holds 9,744 (those beyond would fill the hot set whatever the role says).
+            idle = min(IDLE, saved[1] // 2 - HOT_SPARE)
             if idle < 1000:
-                pytest.skip(f"open files limit {limit} leaves too few for idle clients")
+                pytest.skip(f"hard open files limit {saved[1]} leaves too few for idle clients")
             Load(m2.port, clients=ACTIVE, duration=1).start().join()
             baseline_fds = fd_count(pid)
             alone, with_idle, held, notes = [], [], [], []
@@ -140,7 +142,8 @@ def measured(tmp_path_factory):
         "held": held,
         "results": alone + with_idle,
         "ratio": ok_idle / max(ok_alone, 1),
-        "log": log,
+        # Mongrel2's messages when the handler socket found no slot in the hot set.
+        "stalls": log.count("Error adding fd") + log.count("Receive on handler socket failed"),
         "report": report,
     }
 
@@ -149,11 +152,10 @@ def test_idle_clients_do_not_stall_replies(measured):
     assert measured["held"] == [measured["idle"]] * ROUNDS, measured["report"]
     for result in measured["results"]:
         assert result.lost == 0 and result.error == 0, f"{result}; {measured['report']}"
-    assert "Error adding fd" not in measured["log"], measured["report"]
-    assert "Receive on handler socket failed" not in measured["log"], measured["report"]
-    # The stall left 0.3% of the throughput; poll() over the idle clients leaves about a third
-    # with 9,700 of them on 2 shared cores.
-    assert measured["ratio"] >= 0.2, measured["report"]
+    assert measured["stalls"] == 0, measured["report"]
+    # The stall left 0.5% of the throughput. poll() over 9,744 idle clients leaves 20-50% of it
+    # on 2 shared cores, depending on the neighbours: the floor only tells the two apart.
+    assert measured["ratio"] >= 0.05, measured["report"]
 
 
 @pytest.mark.xfail(
