@@ -17,9 +17,11 @@ still be cut off by Mongrel2 once about 16 messages pile up for it.
 """
 
 import logging
+import re
 import time
 from collections.abc import Callable
 
+from ringmaster_handler.digits import parse_count
 from ringmaster_handler.response import (
     CHUNKED_END,
     HOP_BY_HOP,
@@ -40,6 +42,9 @@ MIN_MESSAGE_GAP = 0.0003
 SLOW_PRODUCER_GAP = 0.002
 
 _NO_BODY_STATUSES = frozenset({204, 304})
+# RFC 9110 section 5.6.2: token = 1*tchar.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
 
 
 class AppError(Exception):
@@ -315,7 +320,10 @@ class _AppHead:
     __slots__ = ("body_allowed", "close", "content_length", "has_date", "plans", "prefix")
 
     def __init__(self, status: str, headers: list) -> None:
-        code = status_code(status)
+        try:
+            code = status_code(status)
+        except ValueError as exc:
+            raise AppError(str(exc)) from None
         lines = ["HTTP/1.1 ", status, "\r\n"]
         self.content_length: int | None = None
         self.close = False
@@ -326,13 +334,22 @@ class _AppHead:
             name, value = item
             if type(name) is not str or type(value) is not str:
                 raise AppError(f"response header {item!r} is not a pair of str")
-            if "\n" in value or "\r" in value or "\n" in name or "\r" in name or ":" in name:
-                raise AppError(f"response header {name!r} contains a line break or colon")
+            # A name that is not a token, or a value with CR/LF/NUL, would let the app (or
+            # whoever fed it the text) split the response or smuggle headers.
+            if _TOKEN.fullmatch(name) is None:
+                raise AppError(f"response header name {name!r} is not an RFC 9110 token")
+            if _BAD_VALUE.search(value) is not None:
+                raise AppError(f"response header {name!r} has CR, LF or NUL in its value")
             lname = name.lower()
             if lname == "content-length":
-                if not value.strip().isdigit():
+                length = parse_count(value.strip(" \t"))
+                if length is None:
                     raise AppError(f"invalid Content-Length {value!r}")
-                self.content_length = int(value)
+                if self.content_length is not None:
+                    if length != self.content_length:
+                        raise AppError("conflicting Content-Length headers")
+                    continue  # a repeat of the same value: send it once
+                self.content_length = length
             elif lname in HOP_BY_HOP:
                 if lname == "connection" and "close" in value.lower():
                     self.close = True
