@@ -58,6 +58,7 @@ class Exchange:
         "_buffer",
         "_buffered",
         "_last_chunk",
+        "_max_payload",
         "_next_send",
         "_prefix",
         "_push",
@@ -87,12 +88,16 @@ class Exchange:
         prefix: bytes = b"",
         send_last: Callable[[bytes], None] | None = None,
         push: Callable[[], None] | None = None,
+        max_payload: int = 0,
     ):
         # ``send`` takes whole reply messages; ``prefix`` is their Mongrel2 framing.
         # ``send_last``, if given, takes the response's last message instead (dispatcher
         # mode: it also tells the dispatcher the request is finished, saving a message).
         # ``push``, if given, makes messages sent so far leave now: ``send`` may hold them
         # back to send several responses in one burst, which paced streams must not wait for.
+        # ``max_payload``: the most bytes one reply message may carry after the prefix
+        # (dispatcher links refuse frames above credit.MAX_FRAME); 0 for no limit.
+        self._max_payload = max_payload
         self._send = send
         self._send_last = send_last
         self._push = push
@@ -301,11 +306,36 @@ class Exchange:
 
     def _emit(self, payload: bytes, last: bool = False) -> None:
         """Send one reply message; ``last``: nothing follows it for this response."""
+        if self._max_payload and len(payload) > self._max_payload:
+            self._emit_pieces(payload, last)
+            return
         self.messages += 1
         if last and self._send_last is not None:
             self._send_last(self._prefix + payload)
         else:
             self._send(self._prefix + payload)
+
+    def _emit_pieces(self, payload: bytes, last: bool) -> None:
+        # Too long for one message (a 64 MiB body returned at once): several messages, paced
+        # like a stream so Mongrel2's 16-message delivery queue is not flooded.
+        limit = self._max_payload
+        view = memoryview(payload)
+        total = len(payload)
+        for start in range(0, total, limit):
+            piece = view[start : start + limit]
+            now = time.monotonic()
+            if now < self._next_send:
+                time.sleep(self._next_send - now)
+            final = start + limit >= total
+            self.messages += 1
+            if final and last and self._send_last is not None:
+                self._send_last(self._prefix + piece)
+            else:
+                self._send(self._prefix + piece)
+                if self._push is not None:
+                    self._push()
+            gap = max(MIN_MESSAGE_GAP, len(piece) / self._stream_rate)
+            self._next_send = time.monotonic() + gap
 
 
 def _as_bytes(data: object) -> bytes:

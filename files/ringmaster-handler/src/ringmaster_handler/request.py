@@ -168,3 +168,14 @@ def _native(value: object) -> HeaderValue:
     if type(value) is list:
         return [v.decode("latin-1") if type(v) is bytes else str(v) for v in value]
     return str(value)
+
+
+def raw_reply_prefix(msg: bytes) -> bytes | None:
+    """``SENDER LEN:CONN_ID, `` for a message that may not parse, to answer it anyway."""
+    parts = msg.split(b" ", 2)
+    if len(parts) < 3 or not parts[0]:
+        return None
+    conn_id = parts[1]
+    if not is_digits(conn_id) or len(conn_id) > _MAX_CONN_ID_DIGITS:
+        return None
+    return b"%s %d:%s, " % (parts[0], len(conn_id), conn_id)
