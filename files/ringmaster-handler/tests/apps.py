@@ -68,7 +68,12 @@ def router(environ, start_response):
             total += len(block)
         return _json(
             start_response,
-            {"sha256": h.hexdigest(), "length": total, "cl": environ.get("CONTENT_LENGTH")},
+            {
+                "sha256": h.hexdigest(),
+                "length": total,
+                "cl": environ.get("CONTENT_LENGTH"),
+                "te": environ.get("HTTP_TRANSFER_ENCODING"),
+            },
         )
     if path == "/stream":
         n, size = int(qs.get("n", 10)), int(qs.get("size", 1000))
@@ -99,6 +104,11 @@ def router(environ, start_response):
         code = qs.get("code", "204")
         start_response(f"{code} Whatever", [])
         return []
+    if path == "/big":
+        # The whole body as one bytes object, returned at once.
+        body = b"x" * (int(qs.get("mb", 64)) << 20)
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return [body]
     if path == "/close-counter":
         return ClosingBody(start_response)
     return hello(environ, start_response)
