@@ -56,3 +56,12 @@ def test_long_payloads_are_split_at_max_payload():
     assert all(m.startswith(b"P ") and len(m) <= 1002 for m in sent)
     assert len(sent) == 6 and ex.messages == 6
     assert b"".join(m[2:] for m in sent).endswith(b"\r\n\r\n" + body)
+
+
+def test_a_write_error_fails_the_body_instead_of_raising():
+    body = StreamedBody(in_memory=10)
+    with open("/dev/full", "wb", buffering=0) as full:  # a disk that is always full
+        body.file._file = full  # rolled-over writes go to a device that is always full
+        body.file._rolled = True
+        assert not body.feed(b"x" * 100)
+    assert body.failed and body.ready and not body.complete

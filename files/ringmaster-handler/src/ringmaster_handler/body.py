@@ -16,7 +16,7 @@ SPOOL_IN_MEMORY = 1 << 20
 
 
 class StreamedBody:
-    __slots__ = ("complete", "file", "length", "max_size", "refused")
+    __slots__ = ("complete", "failed", "file", "length", "max_size", "refused")
 
     def __init__(self, max_size: int = 0, in_memory: int = SPOOL_IN_MEMORY) -> None:
         self.file = tempfile.SpooledTemporaryFile(max_size=in_memory)  # noqa: SIM115
@@ -27,11 +27,13 @@ class StreamedBody:
         # and what still arrives is dropped without credit, so the dispatcher stops asking
         # Mongrel2 for more.
         self.refused = False
+        # Writing it failed (a full disk): the client gets a 500, the rest is dropped.
+        self.failed = False
 
     @property
     def ready(self) -> bool:
-        """Whether the request can be answered now (the app run, or the 413 sent)."""
-        return self.complete or self.refused
+        """Whether the request can be answered now (the app run, or a 413/500 sent)."""
+        return self.complete or self.refused or self.failed
 
     def check_announced(self, req: Request) -> None:
         """Refuse up front a body whose Content-Length already passes the limit."""
@@ -41,18 +43,24 @@ class StreamedBody:
 
     def feed(self, data: bytes) -> bool:
         """Take more body bytes; False when they were dropped (refused or complete)."""
-        if self.refused or self.complete:
+        if self.refused or self.complete or self.failed:
             return False
         if self.max_size and self.length + len(data) > self.max_size:
             self._refuse()
             return False
-        self.file.write(data)
+        try:
+            self.file.write(data)
+        except OSError:
+            # (Raised here it would reach the frame loop; the request answers it instead.)
+            self.failed = True
+            self.file.close()
+            return False
         self.length += len(data)
         return True
 
     def finish(self) -> None:
         """The whole body is here: rewind it for the app."""
-        if not self.refused and not self.complete:
+        if not self.refused and not self.complete and not self.failed:
             self.complete = True
             self.file.seek(0)
 

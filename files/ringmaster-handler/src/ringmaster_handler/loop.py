@@ -352,6 +352,10 @@ class HandlerLoop:
                 )
                 self._answer(single_reply_prefix(req.sender, req.conn_id), 413)
                 return
+            if body.failed:
+                log.error("could not store the streamed body of conn %s", req.conn_id)
+                self._answer(single_reply_prefix(req.sender, req.conn_id), 500)
+                return
             self.serve(req, body.file, str(body.length))
         finally:
             body.close()

@@ -43,7 +43,6 @@ from ringmaster_handler.credit import (
     monitor_event,
 )
 from ringmaster_handler.curve import ClientSide
-from ringmaster_handler.errors import ProtocolError
 from ringmaster_handler.loop import (
     COPY_BELOW,
     SEND_SLICE_MS,
@@ -316,7 +315,7 @@ class WorkerLoop(HandlerLoop):
         body = StreamedBody(self.max_body_size)
         try:
             req = parse_message(msg)
-        except ProtocolError:
+        except Exception:  # (ProtocolError, or a parser bug: the frame loop must go on)
             body.finish()  # dispatch answers 400 when its turn comes; the rest is dropped
         else:
             body.check_announced(req)
@@ -331,7 +330,7 @@ class WorkerLoop(HandlerLoop):
         if body is None:
             return  # aborted, refused or unknown: dropped
         self._take(link, rid, body, data)
-        if body.refused:
+        if body.ready:  # (refused or failed: nothing more is taken)
             del self.bodies[link, rid]
 
     def _take(self, link: Link, rid: bytes, body: StreamedBody, data: bytes) -> None:
