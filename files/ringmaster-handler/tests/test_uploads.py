@@ -161,6 +161,7 @@ def test_a_file_swapped_in_after_the_checks_is_not_removed(root):
         ("/uploads/upload.hardln", 5, None, "hardlink"),  # a second name of another file
         ("/uploads/upload.dirdir", 5, None, "dir"),  # a directory
         ("/uploads/upload.fifooo", 5, None, "fifo"),  # must not hang in open()
+        ("/uploads/upload.foreig", 5, None, "foreign"),  # not the spool directory owner's
         ("/uploads", 5, None, None),
         ("/", 5, None, None),  # the root itself
         ("/config.sqlite", 5, None, "config"),  # a real file outside the pattern
@@ -183,6 +184,11 @@ def test_open_spooled_refuses(root, spooled, length, start, setup):
         target.mkdir()
     elif setup == "fifo":
         os.mkfifo(target)
+    elif setup == "foreign":
+        if os.geteuid() != 0:
+            pytest.skip("needs root to give a file away")
+        target.write_bytes(b"12345")
+        os.chown(target, os.stat(root / "uploads").st_uid + 4242, -1)
     with pytest.raises(uploads.UploadError):
         uploads.open_spooled(done_request(spooled, length, start), str(root), STORE)
     if setup in ("a", "config"):
