@@ -108,3 +108,35 @@ def test_forged_notices_for_other_files(stack, name, extra):
     assert (root / "config.sqlite").read_bytes() == before
     assert plain.read_bytes() == b"not an upload" and evil.is_symlink()
     assert "internal error" not in handler.log_text()
+
+
+def test_a_real_spool_with_a_forged_done_header_serves_only_its_own_body(stack):
+    """Mongrel2 overwrites -start in its start notice but keeps the client's -done there."""
+    m2, _, root = stack
+    victim_data = os.urandom(50000)
+    mine = os.urandom(40000)
+    with socket.create_connection(("127.0.0.1", m2.port), timeout=10) as victim:
+        victim.sendall(b"POST /digest HTTP/1.1\r\nHost: x\r\nContent-Length: 50000\r\n\r\n")
+        victim.sendall(victim_data[:20000])
+        spool = wait_for(lambda: [p for p in (root / "uploads").iterdir() if p.name not in SETUP],
+                         5, "the spool file")[0]  # fmt: skip
+        wait_for(lambda: spool.stat().st_size == 20000, 5, "the first bytes on disk")
+        head = (f"POST /digest HTTP/1.1\nHost: x\nContent-Length: {len(mine)}\n"
+                f"X-Mongrel2-Upload-Done: /uploads/{spool.name}\n\n")  # fmt: skip
+        with socket.create_connection(("127.0.0.1", m2.port), timeout=10) as attacker:
+            attacker.sendall(head.replace("\n", "\r\n").encode() + mine)
+            reply = b""
+            while not reply.endswith(b"}"):
+                reply += attacker.recv(65536)
+        assert reply.startswith(b"HTTP/1.1 200 OK")
+        result = json.loads(reply.partition(b"\r\n\r\n")[2])
+        assert (
+            result["sha256"] == hashlib.sha256(mine).hexdigest()
+        )  # its own body, not the victim's
+        assert spool.exists() and spool.stat().st_size == 20000
+        victim.sendall(victim_data[20000:])
+        reply = b""
+        while not reply.endswith(b"}"):
+            reply += victim.recv(65536)
+    result = json.loads(reply.partition(b"\r\n\r\n")[2])
+    assert result["sha256"] == hashlib.sha256(victim_data).hexdigest()
