@@ -48,6 +48,14 @@ def ask(port: int, head: str, body: bytes = b"") -> bytes:
         return b"".join(chunks)
 
 
+def read_json_reply(sock: socket.socket) -> bytes:
+    """A reply whose body is JSON: read until it ends, or the connection does."""
+    reply = b""
+    while not reply.endswith(b"}") and (block := sock.recv(65536)):
+        reply += block
+    return reply
+
+
 def forged(name: str, extra: str) -> str:
     return (f"POST /digest HTTP/1.1\nHost: x\n{extra}"
             f"X-Mongrel2-Upload-Start: {name}\nX-Mongrel2-Upload-Done: {name}\n\n")  # fmt: skip
@@ -80,9 +88,7 @@ def test_forged_notice_naming_another_uploads_spool_file(stack, extra):
         assert spool.exists() and spool.stat().st_size == 30000, "the victim's file was touched"
 
         victim.sendall(data[30000:])  # the victim's upload still completes, intact
-        reply = b""
-        while not reply.endswith(b"}"):
-            reply += victim.recv(65536)
+        reply = read_json_reply(victim)
     assert reply.startswith(b"HTTP/1.1 200 OK")
     result = json.loads(reply.partition(b"\r\n\r\n")[2])
     assert result["sha256"] == hashlib.sha256(data).hexdigest()
@@ -125,9 +131,7 @@ def test_a_real_spool_with_a_forged_done_header_serves_only_its_own_body(stack):
                 f"X-Mongrel2-Upload-Done: /uploads/{spool.name}\n\n")  # fmt: skip
         with socket.create_connection(("127.0.0.1", m2.port), timeout=10) as attacker:
             attacker.sendall(head.replace("\n", "\r\n").encode() + mine)
-            reply = b""
-            while not reply.endswith(b"}"):
-                reply += attacker.recv(65536)
+            reply = read_json_reply(attacker)
         assert reply.startswith(b"HTTP/1.1 200 OK")
         result = json.loads(reply.partition(b"\r\n\r\n")[2])
         assert (
@@ -135,8 +139,6 @@ def test_a_real_spool_with_a_forged_done_header_serves_only_its_own_body(stack):
         )  # its own body, not the victim's
         assert spool.exists() and spool.stat().st_size == 20000
         victim.sendall(victim_data[20000:])
-        reply = b""
-        while not reply.endswith(b"}"):
-            reply += victim.recv(65536)
+        reply = read_json_reply(victim)
     result = json.loads(reply.partition(b"\r\n\r\n")[2])
     assert result["sha256"] == hashlib.sha256(victim_data).hexdigest()
