@@ -5,6 +5,10 @@ they arrived, from a local queue; replies go back on the socket the request came
 credit.py for the messages). On every (re)connection the handler says hello, so a restarted
 dispatcher learns about it without anyone's help.
 
+A request whose body streams (protocol v2: S, then U frames, then E) waits in the queue while
+its body is collected (body.py): every chunk is credited with a K frame as soon as it is
+stored, other frames keep being handled, and it runs, in its turn, once the body is complete.
+
 On SIGTERM/SIGINT the handler finishes the current request, says bye to every dispatcher,
 serves whatever they sent before acknowledging the bye, and exits: nothing is left queued
 for it anywhere.
