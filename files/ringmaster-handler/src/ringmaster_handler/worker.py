@@ -72,6 +72,9 @@ RECONNECT_MAX_MS = 1000
 # Seconds between attempts at a dispatcher that refused our CURVE key: slow, since it will
 # only say yes once an operator has authorised the key.
 REFUSED_RETRY = 5.0
+# libzmq never reconnects a connection it dropped for a protocol error (a frame above
+# MAXMSGSIZE included); a link still down this long after a disconnect is reconnected by us.
+STALLED_RETRY = 3.0
 _NOBLOCK = int(zmq.NOBLOCK)  # a plain int: enum arithmetic is slow
 _HANDSHAKE_FAILED = int(
     zmq.EVENT_HANDSHAKE_FAILED_AUTH
@@ -127,6 +130,7 @@ class WorkerLoop(HandlerLoop):
         # Streamed bodies still arriving, by (link, rid).
         self.bodies: dict[tuple[Link, bytes], StreamedBody] = {}
         self._last_drained = 0.0
+        self._retrying = False  # some link has a retry_at
         self._link: Link | None = None
         self._rid = b""
         self._epoch = 0
@@ -272,10 +276,11 @@ class WorkerLoop(HandlerLoop):
             else:
                 self._read_link(found[0])
         self._last_drained = now = time.monotonic()
-        if self.curve is not None:
+        if self._retrying:
             for link in self.links:
                 if link.retry_at and now >= link.retry_at:
-                    link.retry_at = 0.0
+                    # (Kept set: if this attempt fails silently too, the next one follows.)
+                    link.retry_at = now + STALLED_RETRY
                     with contextlib.suppress(zmq.ZMQError):
                         link.sock.disconnect(link.url)
                     link.sock.connect(link.url)
@@ -378,6 +383,7 @@ class WorkerLoop(HandlerLoop):
             if event == self._up_event:
                 self._new_epoch(link)
                 link.connected = True
+                self._set_retry(link, 0.0)
                 link.refused = False
                 if self.stopping:
                     link.acked = True  # a new dispatcher: it owes us nothing
@@ -388,6 +394,8 @@ class WorkerLoop(HandlerLoop):
                 was_up = link.connected
                 self._new_epoch(link)
                 link.connected = False
+                if not link.retry_at:
+                    self._set_retry(link, time.monotonic() + STALLED_RETRY)
                 if self.stopping:
                     link.acked = True
                 # (A refused handshake also ends in a disconnect: that was never a link.)
@@ -397,7 +405,7 @@ class WorkerLoop(HandlerLoop):
                 if self.stopping:
                     link.acked = True
                 if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-                    link.retry_at = time.monotonic() + REFUSED_RETRY
+                    self._set_retry(link, time.monotonic() + REFUSED_RETRY)
                 if not link.refused:
                     link.refused = True
                     log.warning(
@@ -407,6 +415,10 @@ class WorkerLoop(HandlerLoop):
                         if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH
                         else "it does not speak CURVE, or the keys do not match",
                     )
+
+    def _set_retry(self, link: Link, at: float) -> None:
+        link.retry_at = at
+        self._retrying = any(lk.retry_at for lk in self.links)
 
     def _new_epoch(self, link: Link) -> None:
         link.epoch += 1
