@@ -16,7 +16,7 @@ import pytest
 from dispatch_harness import Worker
 from harness import running, wait_for
 from ringmaster_handler.credit import MAX_FRAME, UPLOAD_WINDOW
-from v2peer import V2Peer, m2_request
+from v2peer import SENDER, V2Peer, m2_request
 
 MB = 1 << 20
 
@@ -178,3 +178,17 @@ def test_a_frame_above_max_frame_from_the_dispatcher_is_refused(tmp_path):
         assert huge not in peer.answers
         after = peer.request(m2_request(2, "/"))
         assert peer.answer(after).http(2)[0] == 200
+
+
+def test_unparsable_requests_and_streams_are_answered_400(tmp_path):
+    (peer,), worker = start(tmp_path)
+    with running(peer, worker.start()):
+        peer.wait_hello()
+        bad = SENDER + b' 7 / 10:{"METHOD":,0:,'  # headers that are not JSON
+        rid = peer.request(bad)
+        assert peer.answer(rid).http(7)[::3] == (400, True)
+        up = peer.rid()
+        peer.send(b"S" + up + SENDER + b' 8 / 10:{"METHOD":,0:,')
+        peer.send(b"U" + up + b"late bytes")
+        assert peer.answer(up).http(8)[::3] == (400, True)
+        assert peer.credits.get(up, 0) == 0
