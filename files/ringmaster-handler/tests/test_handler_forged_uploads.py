@@ -142,3 +142,18 @@ def test_a_real_spool_with_a_forged_done_header_serves_only_its_own_body(stack):
         reply = read_json_reply(victim)
     result = json.loads(reply.partition(b"\r\n\r\n")[2])
     assert result["sha256"] == hashlib.sha256(victim_data).hexdigest()
+
+
+def test_a_spooled_body_above_max_body_size_gets_413_and_is_removed(tmp_path):
+    route = handler_route()
+    m2 = Mongrel2(tmp_path, {"/": route})
+    handler = Handler(tmp_path, "apps:router",
+                      route["send"].replace("tcp://", f"tcp://{route['ident']}@"), route["recv"],
+                      "--upload-root", str(tmp_path), "--max-body-size", "25000")  # fmt: skip
+    with running(m2.start(), handler.start()):
+        head = "POST /digest HTTP/1.1\nHost: x\nContent-Length: 30000\n\n"
+        assert ask(m2.port, head, b"x" * 30000).startswith(b"HTTP/1.1 413 ")
+        wait_for(lambda: not list((tmp_path / "uploads").iterdir()), 5, "the file to go")
+        head = "POST /digest HTTP/1.1\nHost: x\nContent-Length: 24000\n\n"
+        reply = ask(m2.port, head.replace("\n\n", "\nConnection: close\n\n"), b"y" * 24000)
+        assert reply.startswith(b"HTTP/1.1 200 OK")

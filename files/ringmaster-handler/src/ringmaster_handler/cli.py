@@ -77,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="BYTES",
-        help="with --dispatcher: answer 413 to a streamed request body above BYTES (0: no limit)",
+        help=(
+            "answer 413 to a request body above BYTES, streamed (--dispatcher) or spooled "
+            "by Mongrel2 (0: no limit)"
+        ),
     )
     p.add_argument(
         "--request-timeout",

@@ -340,6 +340,15 @@ class HandlerLoop:
         # this process dies while the app reads it.
         uploads.remove_spooled(path, stream)
         with stream:
+            if self.max_body_size and size > self.max_body_size:
+                log.warning(
+                    "refused a spooled body of %d bytes (--max-body-size %d) from conn %s",
+                    size,
+                    self.max_body_size,
+                    req.conn_id,
+                )
+                self._answer(prefix, 413)
+                return
             self.serve(req, stream, str(size))
 
     def _streamed(self, req: Request, body: StreamedBody) -> None:
