@@ -97,3 +97,9 @@ def test_log_formatter_escapes_request_text():
     text = SafeFormatter("%(message)s").format(record)
     assert all(ln.startswith("  | ") for ln in text.splitlines()[1:])
     assert "FORGED" in text and not any(ln.startswith("FORGED") for ln in text.splitlines())
+
+
+def test_help_states_the_same_timeout_grace_as_the_loop():
+    from ringmaster_handler import loop
+
+    assert cli.TIMEOUT_GRACE == loop.TIMEOUT_GRACE
