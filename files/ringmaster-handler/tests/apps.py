@@ -68,7 +68,12 @@ def router(environ, start_response):
             total += len(block)
         return _json(
             start_response,
-            {"sha256": h.hexdigest(), "length": total, "cl": environ.get("CONTENT_LENGTH")},
+            {
+                "sha256": h.hexdigest(),
+                "length": total,
+                "cl": environ.get("CONTENT_LENGTH"),
+                "te": environ.get("HTTP_TRANSFER_ENCODING"),
+            },
         )
     if path == "/stream":
         n, size = int(qs.get("n", 10)), int(qs.get("size", 1000))
@@ -99,6 +104,19 @@ def router(environ, start_response):
         code = qs.get("code", "204")
         start_response(f"{code} Whatever", [])
         return []
+    if path.startswith("/boom-path"):
+        # An exception whose message carries client text (the path may hold a newline).
+        raise RuntimeError(f"no such thing: {path}")
+    if path == "/bad-header":
+        start_response("200 OK", [("X-Bad", "a\r\nInjected: 1")])
+        return [b"never sent"]
+    if path == "/close-raises":
+        return RaisingClose(start_response)
+    if path == "/big":
+        # The whole body as one bytes object, returned at once.
+        body = b"x" * (int(qs.get("mb", 64)) << 20)
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return [body]
     if path == "/close-counter":
         return ClosingBody(start_response)
     return hello(environ, start_response)
@@ -118,6 +136,19 @@ class ClosingBody:
 
     def close(self):
         CLOSED.append(time.time())
+
+
+class RaisingClose:
+    """An iterable whose close() raises after the whole body went out."""
+
+    def __init__(self, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
+
+    def __iter__(self):
+        yield b"body"
+
+    def close(self):
+        raise RuntimeError("close failed (expected by the test)")
 
 
 validated_router = validator(router)

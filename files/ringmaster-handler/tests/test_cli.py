@@ -19,6 +19,11 @@ from ringmaster_handler.proctitle import set_title
         (["apps:hello", "ipc:///tmp/x"], "give recv_spec"),
         (["broken_app:app", "tcp://127.0.0.1:20001"],
          "cannot import 'broken_app': ZeroDivisionError"),
+        (["--max-body-size", "-1", "apps:hello", "tcp://127.0.0.1:20001"], "--max-body-size"),
+        (["--request-timeout", "-1", "apps:hello", "tcp://127.0.0.1:20001"],
+         "--request-timeout"),
+        (["--upload-temp-store", "/uploads/upload", "apps:hello", "tcp://127.0.0.1:20001"],
+         "must end in XXXXXX"),
     ],
 )  # fmt: skip
 def test_usage_errors_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, argv, message):
@@ -71,3 +76,30 @@ def test_process_title_in_a_child():
     ).stdout.splitlines()
     assert out == ["ringmaster-wsgi", "ringmaster-wsgi hello:app -> front1"]
     assert callable(set_title)
+
+
+def test_log_formatter_escapes_request_text():
+    import logging
+
+    from ringmaster_handler.logs import SafeFormatter
+
+    record = logging.LogRecord(
+        "x", logging.ERROR, __file__, 1, "path %r then %s", ("/a", "b\nc\r"), None
+    )
+    line = SafeFormatter("%(levelname)s %(message)s").format(record)
+    assert line == "ERROR path '/a' then b\\nc\\r"
+    try:
+        raise RuntimeError("one\nFORGED line")
+    except RuntimeError:
+        import sys as _sys
+
+        record.exc_info = _sys.exc_info()
+    text = SafeFormatter("%(message)s").format(record)
+    assert all(ln.startswith("  | ") for ln in text.splitlines()[1:])
+    assert "FORGED" in text and not any(ln.startswith("FORGED") for ln in text.splitlines())
+
+
+def test_help_states_the_same_timeout_grace_as_the_loop():
+    from ringmaster_handler import loop
+
+    assert cli.TIMEOUT_GRACE == loop.TIMEOUT_GRACE

@@ -292,3 +292,64 @@ def test_reply_prefix_limits(n):
 )
 def test_wants_keep_alive(version, connection, keep):
     assert wants_keep_alive(version, connection) is keep
+
+
+def run_like_the_loop(app):
+    """What serve() does: run the app, on an exception answer with Exchange.fail."""
+    sent = []
+    ex = Exchange(sent.append, "HTTP/1.1", True, False)
+    try:
+        ex.run(app, {"REQUEST_METHOD": "GET"})
+    except Exception as exc:
+        ex.fail(exc)
+    return sent
+
+
+# (status, headers) the app gives -> whether the response goes out (else: 500, nothing of it)
+HEADER_CASES = [
+    ("ok", "200 OK", [("X-A", "b")], True),
+    ("token punctuation", "200 OK", [("X-!#$%&'*+-.^_`|~", "v")], True),
+    ("obs-text value", "200 OK", [("X-A", "caf\xe9")], True),
+    ("tab in value", "200 OK", [("X-A", "a\tb")], True),
+    ("same length twice", "200 OK", [("Content-Length", "1"), ("content-length", "1")], True),
+    ("length with OWS", "200 OK", [("Content-Length", " 1 ")], True),
+    ("CRLF in value", "200 OK", [("X-A", "a\r\nSet-Cookie: x=1")], False),
+    ("LF in value", "200 OK", [("X-A", "a\nb")], False),
+    ("CR in value", "200 OK", [("X-A", "a\rb")], False),
+    ("NUL in value", "200 OK", [("X-A", "a\x00b")], False),
+    ("space in name", "200 OK", [("Bad Name", "x")], False),
+    ("colon in name", "200 OK", [("X:A", "x")], False),
+    ("empty name", "200 OK", [("", "x")], False),
+    ("LF in name", "200 OK", [("X\nA", "x")], False),
+    ("non-ASCII name", "200 OK", [("X-\xe9", "x")], False),
+    ("conflicting lengths", "200 OK", [("Content-Length", "1"), ("Content-Length", "2")], False),
+    ("non-digit length", "200 OK", [("Content-Length", "1x")], False),
+    ("negative length", "200 OK", [("Content-Length", "-1")], False),
+    ("superscript length", "200 OK", [("Content-Length", "\xb9")], False),
+    ("arabic-indic length", "200 OK", [("Content-Length", "\u0661")], False),
+    ("list of lengths", "200 OK", [("Content-Length", "1, 1")], False),
+    ("status with LF", "200 OK\nX: y", [], False),
+    ("status with NUL", "200 O\x00K", [], False),
+    ("superscript status", "\xb200 OK", [], False),
+    ("not latin-1", "200 OK", [("X-A", "\u20ac")], False),
+]
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "ok"), [c[1:] for c in HEADER_CASES], ids=[c[0] for c in HEADER_CASES]
+)
+def test_response_headers_are_validated(status, headers, ok):
+    def app(environ, start_response):
+        start_response(status, headers)
+        return [b"x"]
+
+    sent = run_like_the_loop(app)
+    assert len(sent) == 1  # one well-formed message either way (keep-alive)
+    first, _headers, body = split(sent[0])
+    if ok:
+        assert first == f"HTTP/1.1 {status}" and body == b"x"
+        assert sent[0].count(b"\r\n\r\n") == 1
+        assert sent[0].lower().count(b"content-length") == 1
+    else:
+        assert first == "HTTP/1.1 500 Internal Server Error"
+        assert b"Set-Cookie" not in sent[0] and b"x=1" not in sent[0]

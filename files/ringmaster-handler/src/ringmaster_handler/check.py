@@ -9,6 +9,7 @@ import io
 import sys
 from urllib.parse import quote
 
+from ringmaster_handler.digits import is_digits
 from ringmaster_handler.environ import EnvironBuilder
 from ringmaster_handler.request import Request
 
@@ -63,7 +64,7 @@ def run_check(app, path: str) -> str:
         raise CheckFailed(f"GET {path}: the app returned without calling start_response")
     status = started[0]
     code = status.split(" ", 1)[0]
-    if not (len(code) == 3 and code.isdigit()):
+    if not (len(code) == 3 and is_digits(code)):
         raise CheckFailed(f"GET {path}: the app answered a malformed status {status!r}")
     if int(code) >= 500:
         raise CheckFailed(f"GET {path} answered {status}")

@@ -14,7 +14,12 @@ import sys
 from ringmaster_handler import __version__
 from ringmaster_handler.curve import ClientSide, CurveError, load_keypair, load_server_keys
 from ringmaster_handler.exchange import DEFAULT_STREAM_RATE
+from ringmaster_handler.logs import SafeFormatter
 from ringmaster_handler.specs import SpecError, pair_specs, parse_spec_list
+from ringmaster_handler.uploads import DEFAULT_TEMP_STORE
+
+# (loop.TIMEOUT_GRACE, without importing zmq for --help and usage errors)
+TIMEOUT_GRACE = 2.0
 
 PROG = "ringmaster-wsgi"
 LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
@@ -57,6 +62,36 @@ def build_parser() -> argparse.ArgumentParser:
         default="/var/lib/mongrel2",
         metavar="DIR",
         help="Mongrel2's chroot, to find spooled uploads (default: /var/lib/mongrel2)",
+    )
+    p.add_argument(
+        "--upload-temp-store",
+        default=DEFAULT_TEMP_STORE,
+        metavar="PATTERN",
+        help=(
+            "Mongrel2's upload.temp_store setting: only spooled uploads with names this "
+            f"mkstemp pattern gives are accepted (default: {DEFAULT_TEMP_STORE})"
+        ),
+    )
+    p.add_argument(
+        "--max-body-size",
+        type=int,
+        default=0,
+        metavar="BYTES",
+        help=(
+            "answer 413 to a request body above BYTES, streamed (--dispatcher) or spooled "
+            "by Mongrel2 (0: no limit)"
+        ),
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help=(
+            "the dispatcher's request timeout: a request that sends nothing for SECONDS "
+            f"(+{TIMEOUT_GRACE:g}s) ends this process by SIGALRM, for its supervisor to "
+            "replace; apps must not use SIGALRM (default: 0, off)"
+        ),
     )
     p.add_argument(
         "--script-name-from-route",
@@ -164,9 +199,10 @@ def load_app(spec: str):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()), format=LOG_FORMAT, stream=sys.stderr
-    )
+    stderr = logging.StreamHandler(sys.stderr)
+    # Request data in messages (paths, headers) cannot start a line of its own.
+    stderr.setFormatter(SafeFormatter(LOG_FORMAT))
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), handlers=[stderr])
     try:
         if args.send_spec is None and not args.check:
             raise UsageError("send_spec is required (except with --check)")
@@ -195,6 +231,12 @@ def main(argv: list[str] | None = None) -> int:
         app = load_app(args.app)
         if args.stream_rate <= 0:
             raise UsageError("--stream-rate must be positive")
+        if args.max_body_size < 0:
+            raise UsageError("--max-body-size must be 0 (no limit) or positive")
+        if args.request_timeout < 0:
+            raise UsageError("--request-timeout must be 0 (off) or positive")
+        if not args.upload_temp_store.endswith("XXXXXX"):
+            raise UsageError("--upload-temp-store must end in XXXXXX, as Mongrel2's does")
     except (SpecError, UsageError, CurveError) as exc:
         print(f"{PROG}: {'check failed' if args.check else 'error'}: {exc}", file=sys.stderr)
         return 2
@@ -211,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         "upload_root": args.upload_root,
         "script_name_from_route": args.script_name_from_route,
         "stream_rate": args.stream_rate * 2**20,
+        "upload_store": args.upload_temp_store,
+        "request_timeout": args.request_timeout,
+        "max_body_size": args.max_body_size,
     }
     if args.dispatcher:
         from ringmaster_handler.worker import WorkerLoop

@@ -6,6 +6,7 @@ from typing import IO
 from urllib.parse import unquote
 
 from ringmaster_handler import __version__
+from ringmaster_handler.digits import is_digits
 from ringmaster_handler.request import Request
 
 SERVER_SOFTWARE = f"ringmaster-handler/{__version__}"
@@ -167,11 +168,11 @@ def split_host(host: object, scheme: str) -> tuple[str, str]:
         end = host.find("]")
         if end > 0:
             rest = host[end + 1 :]
-            if rest.startswith(":") and rest[1:].isdigit():
+            if rest.startswith(":") and is_digits(rest[1:]):
                 return host[: end + 1], rest[1:]
             return host[: end + 1], default_port
     name, sep, port = host.rpartition(":")
-    if sep and port.isdigit() and name:
+    if sep and is_digits(port) and name:
         return name, port
     return host, default_port
 

@@ -17,9 +17,11 @@ still be cut off by Mongrel2 once about 16 messages pile up for it.
 """
 
 import logging
+import re
 import time
 from collections.abc import Callable
 
+from ringmaster_handler.digits import parse_count
 from ringmaster_handler.response import (
     CHUNKED_END,
     HOP_BY_HOP,
@@ -40,6 +42,9 @@ MIN_MESSAGE_GAP = 0.0003
 SLOW_PRODUCER_GAP = 0.002
 
 _NO_BODY_STATUSES = frozenset({204, 304})
+# RFC 9110 section 5.6.2: token = 1*tchar.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
 
 
 class AppError(Exception):
@@ -53,6 +58,7 @@ class Exchange:
         "_buffer",
         "_buffered",
         "_last_chunk",
+        "_max_payload",
         "_next_send",
         "_prefix",
         "_push",
@@ -82,12 +88,16 @@ class Exchange:
         prefix: bytes = b"",
         send_last: Callable[[bytes], None] | None = None,
         push: Callable[[], None] | None = None,
+        max_payload: int = 0,
     ):
         # ``send`` takes whole reply messages; ``prefix`` is their Mongrel2 framing.
         # ``send_last``, if given, takes the response's last message instead (dispatcher
         # mode: it also tells the dispatcher the request is finished, saving a message).
         # ``push``, if given, makes messages sent so far leave now: ``send`` may hold them
         # back to send several responses in one burst, which paced streams must not wait for.
+        # ``max_payload``: the most bytes one reply message may carry after the prefix
+        # (dispatcher links refuse frames above credit.MAX_FRAME); 0 for no limit.
+        self._max_payload = max_payload
         self._send = send
         self._send_last = send_last
         self._push = push
@@ -296,11 +306,36 @@ class Exchange:
 
     def _emit(self, payload: bytes, last: bool = False) -> None:
         """Send one reply message; ``last``: nothing follows it for this response."""
+        if self._max_payload and len(payload) > self._max_payload:
+            self._emit_pieces(payload, last)
+            return
         self.messages += 1
         if last and self._send_last is not None:
             self._send_last(self._prefix + payload)
         else:
             self._send(self._prefix + payload)
+
+    def _emit_pieces(self, payload: bytes, last: bool) -> None:
+        # Too long for one message (a 64 MiB body returned at once): several messages, paced
+        # like a stream so Mongrel2's 16-message delivery queue is not flooded.
+        limit = self._max_payload
+        view = memoryview(payload)
+        total = len(payload)
+        for start in range(0, total, limit):
+            piece = view[start : start + limit]
+            now = time.monotonic()
+            if now < self._next_send:
+                time.sleep(self._next_send - now)
+            final = start + limit >= total
+            self.messages += 1
+            if final and last and self._send_last is not None:
+                self._send_last(self._prefix + piece)
+            else:
+                self._send(self._prefix + piece)
+                if self._push is not None:
+                    self._push()
+            gap = max(MIN_MESSAGE_GAP, len(piece) / self._stream_rate)
+            self._next_send = time.monotonic() + gap
 
 
 def _as_bytes(data: object) -> bytes:
@@ -315,7 +350,10 @@ class _AppHead:
     __slots__ = ("body_allowed", "close", "content_length", "has_date", "plans", "prefix")
 
     def __init__(self, status: str, headers: list) -> None:
-        code = status_code(status)
+        try:
+            code = status_code(status)
+        except ValueError as exc:
+            raise AppError(str(exc)) from None
         lines = ["HTTP/1.1 ", status, "\r\n"]
         self.content_length: int | None = None
         self.close = False
@@ -326,13 +364,22 @@ class _AppHead:
             name, value = item
             if type(name) is not str or type(value) is not str:
                 raise AppError(f"response header {item!r} is not a pair of str")
-            if "\n" in value or "\r" in value or "\n" in name or "\r" in name or ":" in name:
-                raise AppError(f"response header {name!r} contains a line break or colon")
+            # A name that is not a token, or a value with CR/LF/NUL, would let the app (or
+            # whoever fed it the text) split the response or smuggle headers.
+            if _TOKEN.fullmatch(name) is None:
+                raise AppError(f"response header name {name!r} is not an RFC 9110 token")
+            if _BAD_VALUE.search(value) is not None:
+                raise AppError(f"response header {name!r} has CR, LF or NUL in its value")
             lname = name.lower()
             if lname == "content-length":
-                if not value.strip().isdigit():
+                length = parse_count(value.strip(" \t"))
+                if length is None:
                     raise AppError(f"invalid Content-Length {value!r}")
-                self.content_length = int(value)
+                if self.content_length is not None:
+                    if length != self.content_length:
+                        raise AppError("conflicting Content-Length headers")
+                    continue  # a repeat of the same value: send it once
+                self.content_length = length
             elif lname in HOP_BY_HOP:
                 if lname == "connection" and "close" in value.lower():
                     self.close = True

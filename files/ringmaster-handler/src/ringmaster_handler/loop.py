@@ -2,6 +2,7 @@
 
 import contextlib
 import logging
+import signal
 import socket
 import time
 from functools import partial
@@ -10,10 +11,11 @@ from io import BytesIO
 import zmq
 
 from ringmaster_handler import uploads
+from ringmaster_handler.body import StreamedBody
 from ringmaster_handler.environ import EnvironBuilder
 from ringmaster_handler.errors import ProtocolError
 from ringmaster_handler.exchange import DEFAULT_STREAM_RATE, Exchange
-from ringmaster_handler.request import Request, parse_message
+from ringmaster_handler.request import Request, parse_message, raw_reply_prefix
 from ringmaster_handler.response import simple_response, single_reply_prefix, wants_keep_alive
 from ringmaster_handler.specs import Endpoint
 from ringmaster_handler.stopsignals import drain_fd, stop_signals
@@ -45,6 +47,10 @@ _UPLOAD_DONE = uploads.UPLOAD_DONE
 # only bounds what one request can queue otherwise.
 OUTBOX_MAX = 16
 
+# --request-timeout: the alarm fires this long after the dispatcher's own timeout, so the
+# dispatcher has answered the client (504) before the process goes.
+TIMEOUT_GRACE = 2.0
+
 # How every disconnect notice ends, in both header protocols (the body is fixed JSON).
 _DISCONNECT_TAIL = b'21:{"type":"disconnect"},'
 
@@ -69,8 +75,16 @@ class HandlerLoop:
         drain_timeout: float = 1.0,
         stop_timeout: float = 3.5,
         stream_rate: float = DEFAULT_STREAM_RATE,
+        upload_store: str = uploads.DEFAULT_TEMP_STORE,
+        request_timeout: float = 0.0,
+        max_body_size: int = 0,
     ) -> None:
         self.stream_rate = stream_rate
+        self.upload_store = upload_store
+        self.request_timeout = request_timeout
+        self.max_body_size = max_body_size
+        self._exchange: Exchange | None = None  # the current request's, once it has one
+        self._armed = False  # the request timeout runs (the app has a request)
         self.app = app
         self.fronts = fronts
         self.upload_root = upload_root
@@ -223,25 +237,33 @@ class HandlerLoop:
 
     # -- dispatch --------------------------------------------------------------------------------
 
-    def dispatch(self, msg: bytes) -> None:
-        """Handle one message; nothing a message contains may end the loop."""
-        if msg.endswith(_DISCONNECT_TAIL):
+    def dispatch(self, msg: bytes, body: StreamedBody | None = None) -> None:
+        """Handle one message; nothing a message contains may end the loop.
+
+        Every request gets an answer, whatever goes wrong: a 400 when the message cannot be
+        understood, a 500 (and a closed connection when part of a reply already left) when
+        anything raises. ``body``: the collected body of a streamed request (dispatcher mode).
+        """
+        if body is None and msg.endswith(_DISCONNECT_TAIL):
             # Every closed client connection sends one of these; with Connection: close
             # clients that is one per request, so skip parsing what needs no answer.
             if self._debug:
                 log.debug("disconnect: %r", msg[:80])
             return
+        self._exchange = None
         try:
             req = parse_message(msg)
-        except ProtocolError as exc:
-            log.warning("dropped a malformed message (%d bytes): %s", len(msg), exc)
-            return
-        except Exception:
-            log.exception("dropped a message that failed to parse (%d bytes)", len(msg))
+        except Exception as exc:  # ProtocolError, or a bug in the parser: same answer
+            log.warning("dropped a malformed message (%d bytes): %r", len(msg), exc)
+            if body is not None:
+                body.close()
+            self._answer_raw(msg, 400)
             return
         h = req.headers
         try:
-            if h["METHOD"] == "JSON":  # (parse_message made sure there is a METHOD)
+            if body is not None:
+                self._streamed(req, body)
+            elif h["METHOD"] == "JSON":  # (parse_message made sure there is a METHOD)
                 self._control(req)
             elif _UPLOAD_START in h or _UPLOAD_DONE in h:
                 self._upload(req)
@@ -253,6 +275,37 @@ class HandlerLoop:
             log.error("reply to %r conn %s abandoned: %s", req.sender, req.conn_id, exc)
         except Exception:
             log.exception("internal error handling %r", req)
+            self._answer_failure(single_reply_prefix(req.sender, req.conn_id))
+
+    def _answer_raw(self, msg: bytes, code: int) -> None:
+        """Answer a message we could not parse, if it at least says whom to answer."""
+        prefix = raw_reply_prefix(msg)
+        if prefix is None:
+            return  # not even a sender and connection id: nobody to answer
+        self._answer(prefix, code)
+
+    def _answer(self, prefix: bytes, code: int) -> None:
+        """A small error response of our own, then close (the body may not have been read)."""
+        try:
+            self.send(prefix + simple_response(code, False))
+            self.send(prefix)
+            if self.outbox:
+                self.push()
+        except SendTimeout as exc:
+            log.error("error reply abandoned: %s", exc)
+
+    def _answer_failure(self, prefix: bytes) -> None:
+        # Nothing of a response left yet: a whole 500. Otherwise the framing is unknown to the
+        # client, so only closing the connection is safe.
+        exchange = self._exchange
+        if exchange is None or exchange.messages == 0:
+            self._answer(prefix, 500)
+        else:
+            try:
+                self.send(prefix)
+                self.push()
+            except SendTimeout as exc:
+                log.error("close message abandoned: %s", exc)
 
     def _control(self, req: Request) -> None:
         try:
@@ -261,40 +314,71 @@ class HandlerLoop:
             log.warning("bad control message from %r: %s", req.sender, exc)
             return
         if self._debug:
-            log.debug("control %s for %r conn %s", data.get("type"), req.sender, req.conn_id)
+            log.debug("control %r for %r conn %s", data.get("type"), req.sender, req.conn_id)
 
     def _upload(self, req: Request) -> None:
-        notice = uploads.classify(req)
-        if notice is uploads.Notice.NONE:
-            # A client forged the notice headers on an ordinary request: just serve it.
-            self.serve(req, BytesIO(req.body), None)
+        prefix = single_reply_prefix(req.sender, req.conn_id)
+        try:
+            notice = uploads.classify(req)
+        except uploads.UploadError as exc:
+            # X-Mongrel2-Upload-* headers on a request Mongrel2 cannot have spooled: a client
+            # wrote them. Refused, and no file is touched.
+            log.warning("refused forged upload headers from conn %s: %s", req.conn_id, exc)
+            self._answer(prefix, 400)
             return
         if notice is uploads.Notice.STARTED:
             if self._debug:
                 log.debug("upload started for conn %s", req.conn_id)
             return
         try:
-            stream, path, size = uploads.open_spooled(req, self.upload_root)
+            stream, path, size = uploads.open_spooled(req, self.upload_root, self.upload_store)
         except uploads.UploadError as exc:
             log.error("rejected spooled upload for conn %s: %s", req.conn_id, exc)
-            prefix = single_reply_prefix(req.sender, req.conn_id)
-            self.send(prefix + simple_response(400, False))
-            self.send(prefix)
+            self._answer(prefix, 400)
             return
         # Unlink first: the open file stays readable, and nothing is left behind even if
         # this process dies while the app reads it.
-        uploads.remove_spooled(path)
+        uploads.remove_spooled(path, stream)
         with stream:
+            if self.max_body_size and size > self.max_body_size:
+                log.warning(
+                    "refused a spooled body of %d bytes (--max-body-size %d) from conn %s",
+                    size,
+                    self.max_body_size,
+                    req.conn_id,
+                )
+                self._answer(prefix, 413)
+                return
             self.serve(req, stream, str(size))
+
+    def _streamed(self, req: Request, body: StreamedBody) -> None:
+        try:
+            if body.refused:
+                log.warning(
+                    "refused a streamed body above --max-body-size (%d bytes) from conn %s",
+                    body.max_size,
+                    req.conn_id,
+                )
+                self._answer(single_reply_prefix(req.sender, req.conn_id), 413)
+                return
+            if body.failed:
+                log.error("could not store the streamed body of conn %s", req.conn_id)
+                self._answer(single_reply_prefix(req.sender, req.conn_id), 500)
+                return
+            self.serve(req, body.file, str(body.length))
+        finally:
+            body.close()
 
     # -- serving ---------------------------------------------------------------------------------
 
     def serve(self, req: Request, wsgi_input, content_length: str | None) -> None:
+        """Run the app for one request. ``content_length``: the body's real length when we
+        collected it ourselves (spooled or streamed: any chunked encoding is gone)."""
         h = req.headers
         version = h.get("VERSION", "HTTP/1.0")
         prefix = b"%s %d:%s, " % (req.sender, len(req.conn_id), req.conn_id)
         connection = h.get("connection")
-        exchange = Exchange(
+        self._exchange = exchange = Exchange(
             self.send,
             version,
             version == "HTTP/1.1" if connection is None else wants_keep_alive(version, connection),
@@ -303,27 +387,50 @@ class HandlerLoop:
             prefix,
             self.send_last,
             self.push,
+            self.max_payload(prefix),
         )
         try:
             environ = self.build_environ(req, wsgi_input, content_length)
+            if content_length is not None:
+                # The app reads a plain body of CONTENT_LENGTH bytes, not a chunked one.
+                environ.pop("HTTP_TRANSFER_ENCODING", None)
         except Exception:
             log.exception("cannot build an environ for %r", req)
-            self.send(prefix + simple_response(400, False))
-            self.send(prefix)
+            self._answer(prefix, 400)
             return
         self.served += 1
+        timeout = self.request_timeout
+        if timeout:
+            self._armed = True
+            self.arm_timeout()
         try:
             exchange.run(self.app, environ)
         except SendTimeout:
             raise
         except Exception as exc:
             log.exception(
-                "app failed on %s %s", environ["REQUEST_METHOD"], environ.get("PATH_INFO")
+                "app failed on %r %r", environ["REQUEST_METHOD"], environ.get("PATH_INFO")
             )
             exchange.fail(exc)
+        finally:
+            if timeout:
+                self._armed = False
+                signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def max_payload(self, prefix: bytes) -> int:
+        """The largest reply payload one message may carry (0: no limit)."""
+        return 0
+
+    def arm_timeout(self) -> None:
+        # No SIGALRM handler is installed on purpose: when the alarm fires, the default
+        # action ends the process even while the app's C code holds the GIL, and the
+        # supervisor starts a fresh one (see --request-timeout).
+        signal.setitimer(signal.ITIMER_REAL, self.request_timeout + TIMEOUT_GRACE)
 
     def send(self, data: bytes) -> None:
         """Queue one reply message; it leaves when its request is done (see ``push``)."""
+        if self._armed:
+            self.arm_timeout()  # the request makes progress
         outbox = self.outbox
         outbox.append(data)
         if len(outbox) >= self.outbox_max:

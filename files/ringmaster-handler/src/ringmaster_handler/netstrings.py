@@ -1,5 +1,6 @@
 """Netstrings (``LEN:DATA,``), the framing Mongrel2 puts around headers and body."""
 
+from ringmaster_handler.digits import is_digits
 from ringmaster_handler.errors import ProtocolError
 
 # Mongrel2 never sends a length with more digits than this; refusing longer prefixes up
@@ -13,7 +14,7 @@ def read_netstring(data: bytes, pos: int = 0) -> tuple[bytes, int]:
     if colon <= pos:
         raise ProtocolError("netstring: missing or overlong length prefix")
     digits = data[pos:colon]
-    if not digits.isdigit():
+    if not is_digits(digits):
         raise ProtocolError("netstring: length is not a decimal number")
     start = colon + 1
     end = start + int(digits)

@@ -14,6 +14,7 @@ import json
 import json.scanner
 
 from ringmaster_handler import tnetstrings
+from ringmaster_handler.digits import is_digits
 from ringmaster_handler.errors import ProtocolError
 from ringmaster_handler.netstrings import MAX_LENGTH_DIGITS
 
@@ -82,14 +83,14 @@ def parse_message(msg: bytes) -> Request:
     sender, conn_id, path, rest = parts
     if not sender:
         raise ProtocolError("empty sender")
-    if not conn_id.isdigit() or len(conn_id) > _MAX_CONN_ID_DIGITS:
+    if not is_digits(conn_id) or len(conn_id) > _MAX_CONN_ID_DIGITS:
         raise ProtocolError("connection id is not a decimal number")
     if rest[-1:] != b",":
         raise ProtocolError("message does not end with a body netstring")
     headers, pos = _read_headers(rest)
     # The body netstring, inlined: this runs for every request.
     colon = rest.find(b":", pos, pos + MAX_LENGTH_DIGITS + 1)
-    if colon <= pos or not rest[pos:colon].isdigit():
+    if colon <= pos or not is_digits(rest[pos:colon]):
         raise ProtocolError("body: missing or bad length prefix")
     start = colon + 1
     end = start + int(rest[pos:colon])
@@ -111,7 +112,7 @@ def _read_headers(rest: bytes) -> tuple[dict[str, HeaderValue], int]:
     # JSON headers come wrapped in a netstring ("LEN:{...},"); tnetstring headers are a bare
     # tnetstring dict ("LEN:...}"). The byte after the length-delimited payload tells which.
     colon = rest.find(b":", 0, MAX_LENGTH_DIGITS + 1)
-    if colon <= 0 or not rest[:colon].isdigit():
+    if colon <= 0 or not is_digits(rest[:colon]):
         raise ProtocolError("headers: missing or bad length prefix")
     end = colon + 1 + int(rest[:colon])
     if end >= len(rest):
@@ -167,3 +168,14 @@ def _native(value: object) -> HeaderValue:
     if type(value) is list:
         return [v.decode("latin-1") if type(v) is bytes else str(v) for v in value]
     return str(value)
+
+
+def raw_reply_prefix(msg: bytes) -> bytes | None:
+    """``SENDER LEN:CONN_ID, `` for a message that may not parse, to answer it anyway."""
+    parts = msg.split(b" ", 2)
+    if len(parts) < 3 or not parts[0]:
+        return None
+    conn_id = parts[1]
+    if not is_digits(conn_id) or len(conn_id) > _MAX_CONN_ID_DIGITS:
+        return None
+    return b"%s %d:%s, " % (parts[0], len(conn_id), conn_id)

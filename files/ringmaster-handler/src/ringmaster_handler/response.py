@@ -5,6 +5,8 @@ from collections.abc import Sequence
 from email.utils import formatdate
 from http import HTTPStatus
 
+from ringmaster_handler.digits import is_digits
+
 MAX_CONN_IDS = 128  # Mongrel2's limits.handler_targets default
 
 # Hop-by-hop headers belong to the connection, which we manage; PEP 3333 forbids apps to
@@ -95,10 +97,11 @@ def status_code(status: str) -> int:
     if (
         type(status) is not str
         or len(status) < 4
-        or not status[:3].isdigit()
+        or not is_digits(status[:3])
         or status[3] != " "
         or "\n" in status
         or "\r" in status
+        or "\x00" in status
     ):
         raise ValueError(f"invalid WSGI status {status!r}")
     return int(status[:3])

@@ -4,6 +4,7 @@ Strings come back as ``bytes``: deciding how to decode them is the caller's busi
 wants latin-1 for headers). Parsing is strict, because the input may be hostile.
 """
 
+from ringmaster_handler.digits import is_digits
 from ringmaster_handler.errors import ProtocolError
 
 MAX_LENGTH_DIGITS = 9  # the tnetstring spec caps lengths at 999999999
@@ -34,7 +35,7 @@ def _parse(data: bytes, pos: int, limit: int, depth: int) -> tuple[object, int]:
     if colon <= pos:
         raise ProtocolError("tnetstring: missing or overlong length prefix")
     digits = data[pos:colon]
-    if not digits.isdigit():
+    if not is_digits(digits):
         raise ProtocolError("tnetstring: length is not a decimal number")
     start = colon + 1
     end = start + int(digits)
@@ -49,7 +50,9 @@ def _parse(data: bytes, pos: int, limit: int, depth: int) -> tuple[object, int]:
         return _parse_list(data, start, end, depth), end + 1
     payload = data[start:end]
     if tag == 0x23:  # #  integer
-        if not payload or not payload.lstrip(b"-").isdigit() or len(payload) > 20:
+        # One optional '-' then ASCII digits ("--5" once got through to int() as ValueError).
+        magnitude = payload[1:] if payload[:1] == b"-" else payload
+        if not is_digits(magnitude) or len(payload) > 20:
             raise ProtocolError("tnetstring: bad integer")
         return int(payload), end + 1
     if tag == 0x5E:  # ^  float

@@ -5,6 +5,10 @@ they arrived, from a local queue; replies go back on the socket the request came
 credit.py for the messages). On every (re)connection the handler says hello, so a restarted
 dispatcher learns about it without anyone's help.
 
+A request whose body streams (protocol v2: S, then U frames, then E) waits in the queue while
+its body is collected (body.py): every chunk is credited with a K frame as soon as it is
+stored, other frames keep being handled, and it runs, in its turn, once the body is complete.
+
 On SIGTERM/SIGINT the handler finishes the current request, says bye to every dispatcher,
 serves whatever they sent before acknowledging the bye, and exits: nothing is left queued
 for it anywhere.
@@ -21,15 +25,23 @@ from functools import partial
 import zmq
 
 from ringmaster_handler import __version__
+from ringmaster_handler.body import StreamedBody
 from ringmaster_handler.credit import (
     BYE,
+    CONSUMED,
+    CONSUMED_LEN,
     DONE,
     FINISHED,
     HEAD_LEN,
+    K_ABORT,
     K_BYE_ACK,
     K_CANCEL,
     K_REQUEST,
+    K_STREAM_REQUEST,
+    K_UPLOAD_DATA,
+    K_UPLOAD_END,
     K_WHO,
+    MAX_FRAME,
     MORE,
     hello_frame,
     monitor_event,
@@ -44,6 +56,7 @@ from ringmaster_handler.loop import (
     _backend_recv,
     _backend_send,
 )
+from ringmaster_handler.request import parse_message
 from ringmaster_handler.stopsignals import drain_fd
 
 log = logging.getLogger("ringmaster_handler.worker")
@@ -59,6 +72,9 @@ RECONNECT_MAX_MS = 1000
 # Seconds between attempts at a dispatcher that refused our CURVE key: slow, since it will
 # only say yes once an operator has authorised the key.
 REFUSED_RETRY = 5.0
+# libzmq never reconnects a connection it dropped for a protocol error (a frame above
+# MAXMSGSIZE included); a link still down this long after a disconnect is reconnected by us.
+STALLED_RETRY = 3.0
 _NOBLOCK = int(zmq.NOBLOCK)  # a plain int: enum arithmetic is slow
 _HANDSHAKE_FAILED = int(
     zmq.EVENT_HANDSHAKE_FAILED_AUTH
@@ -108,8 +124,13 @@ class WorkerLoop(HandlerLoop):
         self._up_event = zmq.EVENT_HANDSHAKE_SUCCEEDED if curve else zmq.EVENT_CONNECTED
         self.app_name = app_name
         self.links: list[Link] = []
-        self.pending: deque = deque()  # (link, epoch, rid, message), not started yet
+        # (link, epoch, rid, message, body), not started yet, answered in this order. body:
+        # None for Q, the StreamedBody of an S (the request waits until it is ready).
+        self.pending: deque = deque()
+        # Streamed bodies still arriving, by (link, rid).
+        self.bodies: dict[tuple[Link, bytes], StreamedBody] = {}
         self._last_drained = 0.0
+        self._retrying = False  # some link has a retry_at
         self._link: Link | None = None
         self._rid = b""
         self._epoch = 0
@@ -130,6 +151,9 @@ class WorkerLoop(HandlerLoop):
             sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * HEARTBEAT_MS)
             sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
             sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
+            # Protocol v2: no frame is larger (a dispatcher that sends one is dropped, and
+            # reconnected to, rather than letting it make us allocate without bound).
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)
             events = self._up_event | zmq.EVENT_DISCONNECTED
             if self.curve is not None:
                 sock.setsockopt(zmq.CURVE_SERVERKEY, self.curve.server_keys[url])
@@ -165,6 +189,14 @@ class WorkerLoop(HandlerLoop):
         single_recv = partial(_backend_recv, single.sock) if single is not None else None
         while not self.stopping:
             if pending:
+                body = pending[0][4]
+                if body is not None and not body.ready:
+                    # Its body is still arriving: keep taking frames (more of it, and
+                    # everything else) until it is complete; requests keep their order.
+                    if self.outbox:
+                        self.push_quietly()
+                    self._wait(IDLE_POLL_MS)
+                    continue
                 if clock() - self._last_drained >= CANCEL_CHECK_AFTER:
                     self._wait(0)
                     if not pending:
@@ -203,10 +235,14 @@ class WorkerLoop(HandlerLoop):
         deadline = time.monotonic() + self.stop_timeout
         while True:
             if self.pending:
-                self._run(self.pending.popleft())
-                continue
+                body = self.pending[0][4]
+                if body is None or body.ready:
+                    self._run(self.pending.popleft())
+                    continue
             self.push_quietly()
-            if all(link.acked for link in self.links):
+            # (A body still arriving is waited for, within the deadline, even after the
+            # acknowledgements: its request was ours before the bye.)
+            if not self.pending and all(link.acked for link in self.links):
                 return
             left = deadline - time.monotonic()
             if left <= 0:
@@ -240,10 +276,11 @@ class WorkerLoop(HandlerLoop):
             else:
                 self._read_link(found[0])
         self._last_drained = now = time.monotonic()
-        if self.curve is not None:
+        if self._retrying:
             for link in self.links:
                 if link.retry_at and now >= link.retry_at:
-                    link.retry_at = 0.0
+                    # (Kept set: if this attempt fails silently too, the next one follows.)
+                    link.retry_at = now + STALLED_RETRY
                     with contextlib.suppress(zmq.ZMQError):
                         link.sock.disconnect(link.url)
                     link.sock.connect(link.url)
@@ -260,8 +297,16 @@ class WorkerLoop(HandlerLoop):
     def _on_frame(self, link: Link, frame: bytes) -> None:
         kind = frame[0] if frame else 0
         if kind == K_REQUEST:
-            self.pending.append((link, link.epoch, frame[1:HEAD_LEN], frame[HEAD_LEN:]))
-        elif kind == K_CANCEL:
+            self.pending.append((link, link.epoch, frame[1:HEAD_LEN], frame[HEAD_LEN:], None))
+        elif kind == K_UPLOAD_DATA:
+            self._upload_data(link, frame[1:HEAD_LEN], frame[HEAD_LEN:])
+        elif kind == K_STREAM_REQUEST:
+            self._stream_request(link, frame[1:HEAD_LEN], frame[HEAD_LEN:])
+        elif kind == K_UPLOAD_END:
+            body = self.bodies.pop((link, frame[1:HEAD_LEN]), None)
+            if body is not None:
+                body.finish()
+        elif kind in (K_CANCEL, K_ABORT):
             self._cancel(link, frame[1:HEAD_LEN])
         elif kind == K_BYE_ACK:
             link.acked = True
@@ -273,10 +318,55 @@ class WorkerLoop(HandlerLoop):
         else:
             log.debug("ignored a message from %s: %r", link.url, frame[:40])
 
+    # -- streamed request bodies (protocol v2) --------------------------------------------
+
+    def _stream_request(self, link: Link, rid: bytes, msg: bytes) -> None:
+        body = StreamedBody(self.max_body_size)
+        try:
+            req = parse_message(msg)
+        except Exception:  # (ProtocolError, or a parser bug: the frame loop must go on)
+            body.finish()  # dispatch answers 400 when its turn comes; the rest is dropped
+        else:
+            body.check_announced(req)
+            if req.body:
+                self._take(link, rid, body, req.body)
+        if not body.ready:
+            self.bodies[link, rid] = body
+        self.pending.append((link, link.epoch, rid, msg, body))
+
+    def _upload_data(self, link: Link, rid: bytes, data: bytes) -> None:
+        body = self.bodies.get((link, rid))
+        if body is None:
+            return  # aborted, refused or unknown: dropped
+        self._take(link, rid, body, data)
+        if body.ready:  # (refused or failed: nothing more is taken)
+            del self.bodies[link, rid]
+
+    def _take(self, link: Link, rid: bytes, body: StreamedBody, data: bytes) -> None:
+        if body.feed(data):
+            # The credit: the dispatcher lets Mongrel2 read this much more. None for a
+            # refused body, so its client stops sending (at most UPLOAD_WINDOW is in flight).
+            self._send_now(link, CONSUMED + rid + CONSUMED_LEN.pack(len(data)))
+
+    def _send_now(self, link: Link, frame: bytes) -> None:
+        """Send a control frame at once if the socket takes it, else queue it in order."""
+        if not self.outbox:
+            try:
+                _backend_send(link.sock, frame, _NOBLOCK, True)
+                return
+            except zmq.Again:
+                pass
+        self.outbox.append((link, link.epoch, frame))
+
     def _cancel(self, link: Link, rid: bytes) -> None:
+        body = self.bodies.pop((link, rid), None)
+        if body is not None:
+            body.close()
         for item in self.pending:
             if item[0] is link and item[2] == rid:
                 self.pending.remove(item)
+                if item[4] is not None:
+                    item[4].close()
                 self._send_frame(link, item[1], FINISHED + rid)
                 if self._debug:
                     log.debug("request %s went to another handler", rid.hex())
@@ -293,6 +383,7 @@ class WorkerLoop(HandlerLoop):
             if event == self._up_event:
                 self._new_epoch(link)
                 link.connected = True
+                self._set_retry(link, 0.0)
                 link.refused = False
                 if self.stopping:
                     link.acked = True  # a new dispatcher: it owes us nothing
@@ -303,6 +394,8 @@ class WorkerLoop(HandlerLoop):
                 was_up = link.connected
                 self._new_epoch(link)
                 link.connected = False
+                if not link.retry_at:
+                    self._set_retry(link, time.monotonic() + STALLED_RETRY)
                 if self.stopping:
                     link.acked = True
                 # (A refused handshake also ends in a disconnect: that was never a link.)
@@ -312,7 +405,7 @@ class WorkerLoop(HandlerLoop):
                 if self.stopping:
                     link.acked = True
                 if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-                    link.retry_at = time.monotonic() + REFUSED_RETRY
+                    self._set_retry(link, time.monotonic() + REFUSED_RETRY)
                 if not link.refused:
                     link.refused = True
                     log.warning(
@@ -323,9 +416,18 @@ class WorkerLoop(HandlerLoop):
                         else "it does not speak CURVE, or the keys do not match",
                     )
 
+    def _set_retry(self, link: Link, at: float) -> None:
+        link.retry_at = at
+        self._retrying = any(lk.retry_at for lk in self.links)
+
     def _new_epoch(self, link: Link) -> None:
         link.epoch += 1
+        for key in [key for key in self.bodies if key[0] is link]:
+            self.bodies.pop(key).close()
         stale = [item for item in self.pending if item[0] is link]
+        for item in stale:
+            if item[4] is not None:
+                item[4].close()
         if stale:
             # The dispatcher that sent these has forgotten us and retried or failed them.
             self.pending = deque(item for item in self.pending if item[0] is not link)
@@ -344,21 +446,28 @@ class WorkerLoop(HandlerLoop):
     # -- one request -----------------------------------------------------------------------
 
     def _run(self, item: tuple) -> None:
-        link, epoch, rid, msg = item
+        link, epoch, rid, msg, body = item
         if epoch != link.epoch:
+            if body is not None:
+                body.close()
             return
         self._link, self._rid, self._epoch, self._done = link, rid, epoch, False
-        self.dispatch(msg)
+        self.dispatch(msg, body)
         if not self._done:
             self._done = True
             self._send_frame(link, epoch, FINISHED + rid)
         if self.outbox:
             self.push_quietly()
 
+    def max_payload(self, prefix: bytes) -> int:
+        return MAX_FRAME - HEAD_LEN - len(prefix)
+
     def send(self, data: bytes) -> None:
         if self._done:
             log.debug("dropped a reply message after the response was finished")
             return
+        if self._armed:
+            self.arm_timeout()  # the request makes progress
         self._send_frame(self._link, self._epoch, MORE + self._rid + data)
 
     def send_last(self, data: bytes) -> None:
@@ -366,6 +475,8 @@ class WorkerLoop(HandlerLoop):
             log.debug("dropped a reply message after the response was finished")
             return
         self._done = True
+        if self._armed:
+            self.arm_timeout()
         self._send_frame(self._link, self._epoch, DONE + self._rid + data)
 
     def _send_frame(self, link: Link, epoch: int, data: bytes) -> None:
