@@ -39,7 +39,15 @@ BATCH = 64
 # Replies waiting for Mongrel2 beyond this many, or this many bytes, make us stop reading
 # handlers (backpressure).
 BACKLOG_PAUSE = 10_000
-BACKLOG_PAUSE_BYTES = 64 << 20
+BACKLOG_PAUSE_BYTES = 32 << 20
+# libzmq's queues count messages, not bytes, and a message may be MAX_FRAME long: these
+# counts keep what libzmq holds for us bounded in bytes too. Replies beyond REPLY_PIPE
+# wait in self.backlog, which is counted in bytes; a handler's frames beyond HANDLER_PIPE
+# wait in its own process (TCP pushes back). So the replies this process holds stay under
+# REPLY_PIPE * MAX_FRAME + BACKLOG_PAUSE_BYTES + BATCH_BYTES, and what it holds from each
+# handler connection under HANDLER_PIPE * MAX_FRAME, however fast handlers send.
+REPLY_PIPE = 128
+HANDLER_PIPE = 16
 # A batch of handler messages ends early when its replies hold this many bytes: they are
 # sent before more are read, so large streamed replies do not pile up here.
 BATCH_BYTES = 4 << 20
@@ -113,6 +121,7 @@ class Dispatcher(Scheduler):
         # A handler sending a larger frame is disconnected by libzmq (its requests are then
         # retried or failed like those of any handler that goes away).
         router.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)
+        router.setsockopt(zmq.RCVHWM, HANDLER_PIPE)
         router.setsockopt(zmq.HEARTBEAT_IVL, hb_ms)
         router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * hb_ms)
         router.setsockopt(zmq.HEARTBEAT_TTL, 3 * hb_ms)
@@ -137,7 +146,7 @@ class Dispatcher(Scheduler):
         out.setsockopt(zmq.XPUB_VERBOSE, 1)
         # Never drop a reply silently; when Mongrel2 is behind, replies wait in self.backlog.
         out.setsockopt(zmq.XPUB_NODROP, 1)
-        out.setsockopt(zmq.SNDHWM, 10_000)
+        out.setsockopt(zmq.SNDHWM, REPLY_PIPE)
         out.connect(self.m2_recv_url)
         self.m2_out = out
         self._wait_for_subscription()
