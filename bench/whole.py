@@ -388,7 +388,7 @@ def with_background(stack, args, mode: str, opts: list[str], ready_line: bool) -
 
 
 def cell_idle(stack, args) -> dict[str, dict]:
-    opts = ["--connections", str(args.idle), "--timeout", "10"]
+    opts = ["--connections", str(args.idle), "--timeout", "10", "--open-deadline", "20"]
     return with_background(stack, args, "idle", opts, ready_line=True)
 
 
@@ -524,7 +524,8 @@ def line(res: dict) -> str:
     if "background" in res:
         b = res["background"]
         text += (f" | bg ok {b.get('ok', 0)} err {b.get('error', 0)} lost {b.get('lost', 0)}"
-                 + (f" held {b['held']} closed {b['closed_by_server']}" if "held" in b else ""))  # fmt: skip
+                 + (f" held {b['held']} closed {b['closed_by_server']}" if "held" in b else "")
+                 + (f" {b['errors_by_kind']}" if b.get("errors_by_kind") else ""))  # fmt: skip
     if "why" in res:
         text += f" {res['why']}"
     return text
