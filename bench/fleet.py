@@ -134,12 +134,8 @@ class Fleet(run.Server):
         super().__init__(venv, 0, workdir)
         self.fronts = [(f"tcp://127.0.0.1:{run.free_port()}", f"tcp://127.0.0.1:{run.free_port()}",
                         f"tcp://127.0.0.1:{run.free_port()}") for _ in range(fronts)]  # fmt: skip
-        self.dispatchers = [
-            self.spawn(
-                [self.bin("ringmaster-dispatcher"), "--log-level", "warning", *deploy_args, send, recv, bind]
-            )  # fmt: skip
-            for send, recv, bind in self.fronts
-        ]
+        dispatcher = [self.bin("ringmaster-dispatcher"), "--log-level", "warning", *deploy_args]
+        self.dispatchers = [self.spawn([*dispatcher, *spec]) for spec in self.fronts]
         self.handlers: list[subprocess.Popen] = []
 
     def binds(self) -> str:
@@ -152,11 +148,8 @@ class Fleet(run.Server):
 
     def real(self, count: int) -> None:
         for _ in range(count):
-            self.handlers.append(
-                self.spawn(
-                    [self.bin("ringmaster-wsgi"), "--log-level", "warning", "--dispatcher", "hello:app", self.binds()]
-                )  # fmt: skip
-            )
+            argv = [self.bin("ringmaster-wsgi"), "--log-level", "warning", "--dispatcher"]
+            self.handlers.append(self.spawn([*argv, "hello:app", self.binds()]))
 
     def measure(self, inflight: int, duration: float, warm: float) -> dict:
         specs = json.dumps([[send, recv] for send, recv, _ in self.fronts])
