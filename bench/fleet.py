@@ -35,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # bench/run.py: venv, ports, process helpers
+from whole import cpu_ticks
 
 TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
 
@@ -117,14 +118,7 @@ while True:
 
 
 def ticks(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
+    return sum(cpu_ticks(pid) for pid in pids)
 
 
 class Fleet(run.Server):
