@@ -250,6 +250,12 @@ class NginxGunicornGthread(NginxGunicornSync):
     worker_class = run.GunicornGthread.worker_class
 
 
+# uWSGI's default listen queue is 100 (Gunicorn's 2048, Granian's 1024): 200 slow clients
+# arriving at once overflow it (nginx: 502, "Resource temporarily unavailable"). Its docs tell
+# production sites to raise it; we give it Granian's.
+UWSGI_LISTEN = ("--listen", "1024")
+
+
 class NginxUWSGI(BehindNginx, run.UWSGI):
     name = "nginx+uwsgi"
     key = "uwsgi"
@@ -257,7 +263,7 @@ class NginxUWSGI(BehindNginx, run.UWSGI):
     location = UWSGI_PASS
 
     def args(self) -> list[str]:
-        return ["--socket", str(self.sock)]
+        return ["--socket", str(self.sock), *UWSGI_LISTEN]
 
     def start(self) -> None:
         self.start_nginx()
@@ -272,6 +278,9 @@ class UWSGIHttp(run.UWSGI, Stack):
     name = "uwsgi http11-socket"
     key = "uwsgi"
     app = APP
+
+    def args(self) -> list[str]:
+        return [*super().args(), *UWSGI_LISTEN]
 
     def groups(self) -> dict[str, list[int]]:
         return {"master": [self.master.pid], "workers": self.worker_pids()}
@@ -525,6 +534,7 @@ def line(res: dict) -> str:
         b = res["background"]
         text += (f" | bg ok {b.get('ok', 0)} err {b.get('error', 0)} lost {b.get('lost', 0)}"
                  + (f" held {b['held']} closed {b['closed_by_server']}" if "held" in b else "")
+                 + (f" unfinished {b['unfinished']}" if "unfinished" in b else "")
                  + (f" {b['errors_by_kind']}" if b.get("errors_by_kind") else ""))  # fmt: skip
     if "why" in res:
         text += f" {res['why']}"
