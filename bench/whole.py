@@ -493,9 +493,17 @@ def main() -> int:
                 servers.append(s)
             for s in servers:
                 s.start()
-            for s in servers:
-                run.wait_http(s.port)
-                run.run_wrk(s.port, "keep-alive", 1, 16)  # warm-up
+            for s in list(servers):
+                try:
+                    run.wait_http(s.port)
+                    run.run_wrk(s.port, "keep-alive", 1, 16)  # warm-up
+                except RuntimeError as exc:  # a stack that does not start is a result too
+                    print(f"{setting} {s.label} did not start: {exc} (logs in {workdir})", flush=True)
+                    results[(setting, "start", "failed", s.label)] = [
+                        {"rps": 0, "errors": 1, "lost": 0, "why": str(exc)}
+                    ]
+                    s.stop()
+                    servers.remove(s)
             for r in range(args.rounds):
                 for workload in workloads:
                     order = servers[r % len(servers) :] + servers[: r % len(servers)]
