@@ -514,7 +514,7 @@ def main() -> int:
                             cell = {"failed": {"rps": 0, "errors": 1, "lost": 0, "why": repr(exc)}}
                         for variant, res in cell.items():
                             results.setdefault((setting, workload, variant, s.label), []).append(res)
-                            print(f"{setting} round {r + 1} {workload:6} {s.label:28} {variant:18} "
+                            print(f"{setting} round {r + 1} {workload:6} {s.label:40} {variant:18} "
                                   f"{line(res)}", flush=True)  # fmt: skip
             stop_everything(servers)
             servers = []
@@ -562,6 +562,14 @@ def clean(rounds: list[dict]) -> bool:
     return True
 
 
+def rounds_of(results: dict, setting: str, workload: str, variant: str, name: str = BASE):
+    """A stack's rounds in one cell (in the recommended group its label ends with " xN")."""
+    for (s, w, v, label), rounds in results.items():
+        if (s, w, v) == (setting, workload, variant) and label.rsplit(" x", 1)[0] == name:
+            return rounds
+    return None
+
+
 def report(results: dict, args) -> None:
     def med(rounds, key):
         vals = [r[key] for r in rounds if r.get(key) is not None]
@@ -569,12 +577,12 @@ def report(results: dict, args) -> None:
 
     print(f"\nmedians of {args.rounds} round(s) x {args.duration:g}s; ratios to {BASE} at the same "
           "process count, only for rows with no error and no lost request (both sides)")  # fmt: skip
-    header = (f"{'setting':11} {'workload':8} {'variant':18} {'stack':36} {'req/s':>8} {'p50 ms':>7} "
+    header = (f"{'setting':11} {'workload':8} {'variant':18} {'stack':40} {'req/s':>8} {'p50 ms':>7} "
               f"{'p99 ms':>8} {'err':>4} {'lost/sent':>11} {'vs sync':>7}  extra")  # fmt: skip
     print(header)
     print("-" * len(header))
     for (setting, workload, variant, label), rounds in results.items():
-        base = results.get((setting, workload, variant, BASE))
+        base = rounds_of(results, setting, workload, variant)
         ratio = "   n/a"
         if base and clean(base) and clean(rounds) and med(base, "rps"):
             ratio = f"{med(rounds, 'rps') / med(base, 'rps'):6.2f}x"
@@ -591,7 +599,7 @@ def report(results: dict, args) -> None:
         errs = sum(r.get("errors", 0) for r in rounds)
         lost = sum(r.get("lost", 0) for r in rounds)
         sent = sum(r.get("sent", 0) for r in rounds)
-        print(f"{setting:11} {workload:8} {variant:18} {label:36} {med(rounds, 'rps'):8.0f} "
+        print(f"{setting:11} {workload:8} {variant:18} {label:40} {med(rounds, 'rps'):8.0f} "
               f"{fmt(med(rounds, 'p50')):>7} {fmt(med(rounds, 'p99')):>8} {errs:4d} "
               f"{lost:>5}/{sent:<5} {ratio:>7}  {extra}")  # fmt: skip
     targets(results)
@@ -603,8 +611,8 @@ def targets(results: dict) -> None:
     print("\ntargets (ringmaster dispatcher, same process count):")
     settings = sorted({k[0] for k in results})
 
-    def get(setting, workload, variant, label):
-        return results.get((setting, workload, variant, label))
+    def get(setting, workload, variant, name):
+        return rounds_of(results, setting, workload, variant, name)
 
     def med(rounds, key):
         return statistics.median(r[key] for r in rounds)
