@@ -608,7 +608,7 @@ def report(results: dict, args) -> None:
 def targets(results: dict) -> None:
     """Issue 15's targets for the default dispatcher mode; PASS only on clean rows."""
     rm = RingmasterDispatcher.name
-    print("\ntargets (ringmaster dispatcher, same process count):")
+    print("\ntargets (ringmaster dispatcher; numbered groups: same process count):")
     settings = sorted({k[0] for k in results})
 
     def get(setting, workload, variant, name):
