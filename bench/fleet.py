@@ -182,6 +182,7 @@ def main() -> int:
     deploy_args = deploy["dispatcher"]["args"]
     workdir = Path(tempfile.mkdtemp(prefix="ringmaster-bench-fleet-"))
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     rows = []
     fleet = None
     try:

@@ -477,7 +477,10 @@ def main() -> int:
         return 2
     venv = run.ensure_venv()
     workdir = Path(tempfile.mkdtemp(prefix="ringmaster-bench-whole-"))
+    # Stop cleanly on SIGTERM, and on SIGINT even when started in the background (where a
+    # non-interactive shell has SIGINT ignored).
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     results: dict = {}  # (setting, workload, variant, stack) -> [round results]
     started = time.monotonic()
     print(f"fd limit {nofile}; deploy {json.dumps(deploy['mongrel2']['settings'])} "
