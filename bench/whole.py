@@ -338,9 +338,9 @@ def wrk_with_cpu(stack, mode: str, duration: float, connections: int) -> dict:
     before = {g: sum(cpu_ticks(p) for p in pids) for g, pids in groups.items()}
     res = run.run_wrk(stack.port, mode, duration, connections)
     after = {g: sum(cpu_ticks(p) for p in pids) for g, pids in groups.items()}
-    requests = max(1.0, res["rps"] * duration)
+    requests = res["rps"] * duration
     tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
-    res["cpu"] = {g: (after[g] - before[g]) * tick_us / requests for g in groups}
+    res["cpu"] = {g: (after[g] - before[g]) * tick_us / requests if requests else float("nan") for g in groups}
     res["nprocs"] = {g: len(p) for g, p in groups.items()}
     return res
 
@@ -445,6 +445,33 @@ def runs(args) -> list[tuple[str, list]]:
     return out
 
 
+def start_group(group, setting, venv, workdir, deploy, nofile, results, servers: list) -> None:
+    """Start every stack of a group into ``servers`` (filled as they start, so that an
+    interrupted start-up still stops them); one that does not answer is reported, left out."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    for kind, procs in group:
+        s = kind(venv, procs, workdir)
+        s.deploy, s.nofile = deploy, nofile
+        s.label = f"{s.name} x{procs}" if setting == "recommended" else s.name
+        servers.append(s)
+        try:
+            s.start()
+        except (OSError, subprocess.SubprocessError) as exc:
+            s.start_error = exc
+    for s in list(servers):
+        try:
+            if getattr(s, "start_error", None):
+                raise RuntimeError(f"start: {s.start_error}")
+            run.wait_http(s.port)
+            run.run_wrk(s.port, "keep-alive", 1, 16)  # warm-up
+        except RuntimeError as exc:  # a stack that does not start is a result too
+            print(f"{setting} {s.label} did not start: {exc} (logs in {workdir})", flush=True)
+            failed = {"rps": 0, "errors": 1, "lost": 0, "why": str(exc)}
+            results.setdefault((setting, "start", "failed", s.label), []).append(failed)
+            s.stop()
+            servers.remove(s)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--procs", default="2,4", help="Python processes per stack, comma-separated")
@@ -488,27 +515,13 @@ def main() -> int:
     servers: list = []
     try:
         for setting, group in runs(args):
-            servers = []
-            for kind, procs in group:
-                s = kind(venv, procs, workdir)
-                s.deploy, s.nofile = deploy, nofile
-                s.label = f"{s.name} x{procs}" if setting == "recommended" else s.name
-                servers.append(s)
-            for s in servers:
-                s.start()
-            for s in list(servers):
-                try:
-                    run.wait_http(s.port)
-                    run.run_wrk(s.port, "keep-alive", 1, 16)  # warm-up
-                except RuntimeError as exc:  # a stack that does not start is a result too
-                    print(f"{setting} {s.label} did not start: {exc} (logs in {workdir})", flush=True)
-                    results[(setting, "start", "failed", s.label)] = [
-                        {"rps": 0, "errors": 1, "lost": 0, "why": str(exc)}
-                    ]
-                    s.stop()
-                    servers.remove(s)
             for r in range(args.rounds):
                 for workload in workloads:
+                    # Fresh servers for every workload: what one cell breaks or leaves behind
+                    # (held connections, a wedged link) does not carry into the next.
+                    where = workdir / f"{setting.replace(' ', '')}-r{r + 1}-{workload}"
+                    servers = []
+                    start_group(group, setting, venv, where, deploy, nofile, results, servers)
                     order = servers[r % len(servers) :] + servers[: r % len(servers)]
                     for s in order:
                         try:
@@ -519,8 +532,8 @@ def main() -> int:
                             results.setdefault((setting, workload, variant, s.label), []).append(res)
                             print(f"{setting} round {r + 1} {workload:6} {s.label:40} {variant:18} "
                                   f"{line(res)}", flush=True)  # fmt: skip
-            stop_everything(servers)
-            servers = []
+                    stop_everything(servers)
+                    servers = []
     except KeyboardInterrupt:
         print("interrupted: stopping everything", file=sys.stderr)
     finally:
