@@ -25,6 +25,7 @@ stopped at the end; nothing is written outside /tmp.
 """
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -44,6 +45,10 @@ class Mongrel2Front(run.Server):
     """Mongrel2 with one handler route; subclasses add what serves the route."""
 
     ipc = False  # Mongrel2's handler sockets on ipc:// (inside its chroot) instead of tcp://
+    # Mongrel2's settings table and extra handler flags (bench/whole.py sets them from
+    # bench/deploy.json, what the roles deploy).
+    settings: dict = {"server.daemonize": 0}  # noqa: RUF012
+    handler_args: tuple[str, ...] = ()
 
     def start_mongrel2(self) -> tuple[str, str]:
         """Start Mongrel2; return the send and recv endpoints, as a local peer connects them."""
@@ -66,7 +71,7 @@ main = Server(uuid="bench-server", access_log="/logs/access.log", error_log="/lo
     hosts=[Host(name="localhost", routes={{
         '/': Handler(send_spec='{send}', send_ident='{ident}',
                      recv_spec='{recv}', recv_ident='{ident}')}})])
-settings = {{"server.daemonize": 0}}
+settings = {json.dumps(self.settings)}
 servers = [main]
 """
         )
@@ -101,7 +106,8 @@ class Direct(Mongrel2Front):
             self.add_handler()
 
     def handler_argv(self) -> list[str]:
-        return [self.bin("ringmaster-wsgi"), "--log-level", "warning", "hello:app", *self.specs]
+        return [self.bin("ringmaster-wsgi"), "--log-level", "warning", *self.handler_args,
+                self.app, *self.specs]  # fmt: skip
 
 
 class Dispatched(Mongrel2Front):
@@ -148,7 +154,7 @@ class Dispatched(Mongrel2Front):
 
     def handler_argv(self) -> list[str]:
         return [self.bin("ringmaster-wsgi"), "--log-level", "warning", "--dispatcher",
-                *self.client_args, "hello:app", self.bind]  # fmt: skip
+                *self.handler_args, *self.client_args, self.app, self.bind]  # fmt: skip
 
     def extra_rss(self) -> str:
         return f"{super().extra_rss()}, dispatcher {run.rss_mb(self.dispatcher.pid):.1f} MB"

@@ -154,6 +154,7 @@ def rss_mb(pid: int) -> float:
 
 class Server:
     name = ""
+    app = "hello:app"  # the WSGI app every server serves (bench/whole.py: "apps:app")
 
     def __init__(self, venv: Path, procs: int, workdir: Path):
         self.venv, self.procs, self.workdir = venv, procs, workdir
@@ -218,7 +219,7 @@ servers = [main]
         self.mongrel2 = self.spawn(["mongrel2", "config.sqlite", "bench-server"], cwd=root)
         for _ in range(self.procs):
             self.spawn(
-                [self.bin("ringmaster-wsgi"), "--log-level", "warning", "hello:app", *ours]
+                [self.bin("ringmaster-wsgi"), "--log-level", "warning", self.app, *ours]
             )  # fmt: skip
 
     def worker_pids(self) -> list[int]:
@@ -235,7 +236,7 @@ class GunicornSync(Server):
     def start(self) -> None:
         self.master = self.spawn(
             [self.bin("gunicorn"), "-w", str(self.procs), *self.worker_class,
-             "-b", f"127.0.0.1:{self.port}", "--log-level", "warning", "hello:app"]
+             "-b", f"127.0.0.1:{self.port}", "--log-level", "warning", self.app]
         )  # fmt: skip
 
     def worker_pids(self) -> list[int]:
@@ -260,7 +261,7 @@ class UWSGI(Server):
 
     def start(self) -> None:
         self.master = self.spawn(
-            [self.bin("uwsgi"), *self.args(), "--module", "hello:app",
+            [self.bin("uwsgi"), *self.args(), "--module", self.app,
              "--processes", str(self.procs), "--master", "--disable-logging", "--die-on-term",
              "--need-app"]
         )  # fmt: skip
