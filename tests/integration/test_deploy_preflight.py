@@ -10,7 +10,7 @@ import time
 import uuid
 
 import pytest
-from playbook_run import run_playbook
+from playbook_run import REPO, run_playbook
 
 IMAGE = os.environ.get("RINGMASTER_IMAGE", "localhost/ringmaster-debian12:latest")
 
@@ -80,6 +80,8 @@ def host(tmp_path_factory):
                         "vars": {
                             "ansible_connection": "containers.podman.podman",
                             "ansible_python_interpreter": "/usr/bin/python3",
+                            "wsgi_app_module": "hello:application",
+                            "wsgi_app_source_dir": str(REPO / "files" / "sample_app"),
                         },
                         "children": {"front": {"hosts": {name: None}}, "worker": {"hosts": {name: None}}},
                     }
