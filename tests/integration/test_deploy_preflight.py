@@ -66,6 +66,7 @@ CASES = [
         {"wsgi_app_dispatcher_user": "ringmaster"}, "wsgi_app_dispatcher_user", id="dispatcher-as-the-app-account"
     ),
     pytest.param({"wsgi_app_env": "SECRET=x"}, "wsgi_app_env must be a mapping", id="env-not-a-mapping"),
+    pytest.param({"mongrel2_upload_max_age": "1 hour"}, "mongrel2_upload_max_age", id="spool-age-not-a-span"),
 ]
 
 
