@@ -10,7 +10,7 @@ import time
 import uuid
 
 import pytest
-from playbook_run import run_playbook
+from playbook_run import REPO, run_playbook
 
 IMAGE = os.environ.get("RINGMASTER_IMAGE", "localhost/ringmaster-debian12:latest")
 
@@ -50,6 +50,23 @@ CASES = [
     pytest.param({"wsgi_app_check_path": "health"}, "wsgi_app_check_path", id="check-path-not-absolute"),
     pytest.param({"wsgi_app_check_timeout": 0}, "wsgi_app_check_timeout", id="check-timeout-zero"),
     pytest.param({"wsgi_app_ready_timeout": 3}, "wsgi_app_ready_timeout", id="ready-timeout-not-above-ready-seconds"),
+    pytest.param({"wsgi_app_module": ""}, "wsgi_app_module is not set", id="no-app-named"),
+    pytest.param({"wsgi_app_request_timeout": 0}, "wsgi_app_request_timeout", id="request-timeout-zero"),
+    pytest.param({"wsgi_app_max_body_size": -1}, "wsgi_app_max_body_size", id="negative-body-size"),
+    pytest.param(
+        {"wsgi_app_processes": 5, "wsgi_app_dispatcher_max_handlers_per_key": 4},
+        "wsgi_app_dispatcher_max_handlers_per_key",
+        id="more-processes-than-a-key-may-hold",
+    ),
+    pytest.param({"mongrel2_handler_transport": "udp"}, "mongrel2_handler_transport", id="unknown-transport"),
+    pytest.param(
+        {"wsgi_app_mode": "direct", "wsgi_app_curve": False}, "mongrel2_upload_stream", id="direct-mode-with-streaming"
+    ),
+    pytest.param(
+        {"wsgi_app_dispatcher_user": "ringmaster"}, "wsgi_app_dispatcher_user", id="dispatcher-as-the-app-account"
+    ),
+    pytest.param({"wsgi_app_env": "SECRET=x"}, "wsgi_app_env must be a mapping", id="env-not-a-mapping"),
+    pytest.param({"mongrel2_upload_max_age": "1 hour"}, "mongrel2_upload_max_age", id="spool-age-not-a-span"),
 ]
 
 
@@ -80,6 +97,8 @@ def host(tmp_path_factory):
                         "vars": {
                             "ansible_connection": "containers.podman.podman",
                             "ansible_python_interpreter": "/usr/bin/python3",
+                            "wsgi_app_module": "hello:application",
+                            "wsgi_app_source_dir": str(REPO / "files" / "sample_app"),
                         },
                         "children": {"front": {"hosts": {name: None}}, "worker": {"hosts": {name: None}}},
                     }
@@ -129,6 +148,18 @@ TWO_HOST_CASES = [
         id="direct-mode-between-hosts-needs-curve-off",
     ),
     pytest.param({}, {"wsgi_app_curve": False}, "wsgi_app_curve is", id="curve-differs-between-hosts"),
+    pytest.param(
+        {"wsgi_app_curve": False},
+        {},
+        "wsgi_app_insecure_links: true to accept unencrypted links",
+        id="plaintext-dispatcher-links-between-hosts",
+    ),
+    pytest.param(
+        {"wsgi_app_mode": "direct", "wsgi_app_curve": False, "mongrel2_upload_stream": False},
+        {},
+        "need mongrel2_handler_transport: tcp",
+        id="direct-mode-between-hosts-over-ipc",
+    ),
 ]
 
 

@@ -1,5 +1,9 @@
-"""Tasks that read or write a CURVE secret key never show it: they all have no_log."""
+"""Tasks that read or write a CURVE secret key never show it: they all have no_log.
 
+Neither do the tasks that carry wsgi_app_env, which may hold the app's secrets.
+"""
+
+import re
 from pathlib import Path
 
 import yaml
@@ -31,3 +35,43 @@ def test_tasks_touching_secret_keys_have_no_log():
     assert len(found) >= 3, found
     for path, task in found:
         assert task.get("no_log") is True, f"{path}: {task.get('name')}"
+
+
+WSGI_TASKS = ROLES / "wsgi_app" / "tasks"
+# The variable itself, not _wsgi_app_env_dir, _wsgi_app_env_id or the loop variable _wsgi_app_env.
+ENV_VARIABLE = re.compile(r"(?<![_A-Za-z0-9])wsgi_app_env(?![_A-Za-z0-9])")
+
+
+def _task_list(name):
+    return list(_tasks(yaml.safe_load((WSGI_TASKS / name).read_text())))
+
+
+def test_the_watcher_file_holding_the_env_is_root_only_and_never_shown():
+    (task,) = [t for t in _task_list("watcher.yml") if "watcher.ini.j2" in yaml.safe_dump(t)]
+    assert task["ansible.builtin.template"]["mode"] == "0600"
+    assert task["ansible.builtin.template"]["owner"] == "root"
+    assert task.get("no_log") is True
+    assert task.get("diff") is False
+
+
+def test_the_check_gets_the_env_through_a_root_only_file_not_argv_or_environment():
+    tasks = _task_list("check.yml")
+    writes = [t for t in tasks if "_wsgi_app_check_env_file" in yaml.safe_dump(t.get("ansible.builtin.copy", {}))]
+    assert len(writes) == 1
+    assert writes[0]["ansible.builtin.copy"]["mode"] == "0600"
+    assert writes[0].get("no_log") is True and writes[0].get("diff") is False
+    (run,) = [t for t in tasks if "ansible.builtin.command" in t]
+    assert not ENV_VARIABLE.search(yaml.safe_dump(run))
+    assert "environment" not in run
+    assert run.get("no_log") is True
+
+
+def test_every_task_naming_the_env_values_has_no_log():
+    # Preflight may name the variable (type and key checks print no value).
+    for path in sorted(WSGI_TASKS.glob("*.yml")):
+        if path.name == "preflight.yml":
+            continue
+        for task in _tasks(yaml.safe_load(path.read_text())):
+            text = yaml.safe_dump({k: v for k, v in task.items() if k not in ("block", "rescue", "always")})
+            if ENV_VARIABLE.search(text):
+                assert task.get("no_log") is True, f"{path.name}: {task.get('name')}"
