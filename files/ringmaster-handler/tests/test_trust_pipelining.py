@@ -96,3 +96,44 @@ def test_pipelined_bursts_come_back_in_order_under_load(tmp_path):
         assert len(seen) == 48 and all(seen)
         log = stack.dispatcher.log_text()
         assert "Traceback" not in log and "forged" not in log
+
+
+def run_bursts(port: int, connections: int = 12, rounds: int = 4, size: int = 20):
+    errors: list = []
+    seen: list = []
+    threads = [
+        threading.Thread(target=burst, args=(port, conn, rounds, size, errors, seen))
+        for conn in range(connections)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return errors, seen
+
+
+@pytest.mark.skipif(
+    not (shutil.which("mongrel2") and shutil.which("m2sh")), reason="needs mongrel2 and m2sh"
+)
+@pytest.mark.parametrize(("processes", "in_order"), [(1, True), (2, False)])
+def test_direct_mode_keeps_order_only_with_one_handler_process(tmp_path, processes, in_order):
+    """Direct mode: Mongrel2 deals a connection's pipelined requests round-robin to every
+    handler process, and nothing in them tells their order. One process per front answers
+    them in order; with two, bursts come back shuffled (why the roles refuse direct mode with
+    more than one handler process per front unless wsgi_app_direct_unordered says so)."""
+    from harness import Handler, Mongrel2, handler_route, running
+
+    route = handler_route()
+    m2 = Mongrel2(tmp_path, {"/": route})
+    send = route["send"].replace("tcp://", f"tcp://{route['ident']}@")
+    handlers = [
+        Handler(tmp_path, "test_trust_pipelining:ordered_app", send, route["recv"])
+        for _ in range(processes)
+    ]
+    with running(m2.start(), *(h.start() for h in handlers)):
+        errors, seen = run_bursts(m2.port)
+    if in_order:
+        assert errors == []
+        assert len(seen) == 48 and all(seen)
+    else:
+        assert not all(seen) or errors, "two direct-mode handlers kept every burst in order"
