@@ -67,6 +67,11 @@ CASES = [
     ),
     pytest.param({"wsgi_app_env": "SECRET=x"}, "wsgi_app_env must be a mapping", id="env-not-a-mapping"),
     pytest.param({"mongrel2_upload_max_age": "1 hour"}, "mongrel2_upload_max_age", id="spool-age-not-a-span"),
+    pytest.param(
+        {"wsgi_app_mode": "direct", "wsgi_app_curve": False, "mongrel2_upload_stream": False},
+        "wsgi_app_direct_unordered",
+        id="direct-mode-with-two-processes-reorders-pipelines",
+    ),
 ]
 
 

@@ -32,6 +32,12 @@ def _inventory(tmp_path, workers):
             id="above-configured-maximum",
         ),
         pytest.param([], {"workers": 4}, "no hosts in the group 'worker'", id="no-workers"),
+        pytest.param(
+            ["nowhere-w1", "nowhere-w2"],
+            {"workers": 2, "wsgi_app_mode": "direct"},
+            "wsgi_app_direct_unordered",
+            id="direct-mode-past-one-process",
+        ),
     ],
 )
 def test_bad_workers_fail_before_any_host(tmp_path, workers, extra, message):
