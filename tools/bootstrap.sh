@@ -40,7 +40,7 @@ ringmaster_mongrel2() {
     local deb version
     deb="$(compgen -G "$dir/mongrel2-core_*.deb")"
     version="$(dpkg-deb -f "$deb" Version)"
-    if [[ "$(dpkg-query -W -f='${Status} ${Version}' mongrel2-core 2>/dev/null)" != "install ok installed $version" ]]; then
+    if [[ "$(dpkg-query -W -f='${db:Status-Status} ${Version}' mongrel2-core 2>/dev/null)" != "installed $version" ]]; then
         echo ">> installing Mongrel2 $version"
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --allow-change-held-packages \

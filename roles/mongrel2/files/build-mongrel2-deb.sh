@@ -49,12 +49,21 @@ apt_src() {
 
 source_version() {
     mkdir -p "$state/sources.list.d" "$state/lists/partial" "$state/cache/archives/partial"
-    cat >"$state/sources.list" <<EOF
+    cat >"$state/sources.list.new" <<EOF
 deb-src $mirror bookworm main
 deb-src $mirror bookworm-updates main
 deb-src $security_mirror bookworm-security main
 EOF
-    apt_src apt-get update >/dev/null 2>&1 || apt_src apt-get update >&2
+    if ! cmp -s "$state/sources.list.new" "$state/sources.list"; then
+        mv "$state/sources.list.new" "$state/sources.list"
+        rm -f "$state/lists/updated"
+    fi
+    # Fetched again when older than an hour: a new Debian revision is a new id.
+    local stamp="$state/lists/updated"
+    if [[ -z $(find "$stamp" -mmin -60 2>/dev/null) ]]; then
+        apt_src apt-get update >/dev/null 2>&1 || apt_src apt-get update >&2
+        touch "$stamp"
+    fi
     # showsrc lists every revision the suites carry; take the highest.
     local versions newest="" v
     versions="$(apt_src apt-cache showsrc mongrel2 2>/dev/null | sed -n 's/^Version: //p')"
