@@ -8,7 +8,7 @@ set -euo pipefail
 RINGMASTER_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$RINGMASTER_ROOT/.venv"
 
-_ringmaster_packages=(podman runc debootstrap mongrel2-core python3-venv curl git shellcheck)
+_ringmaster_packages=(podman runc debootstrap python3-venv curl git shellcheck)
 
 ringmaster_install_packages() {
     local missing=()
@@ -20,6 +20,33 @@ ringmaster_install_packages() {
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
+}
+
+# The handler tests run /usr/bin/mongrel2: our build, as the mongrel2 role
+# installs it (docs/security.md, "Our Mongrel2 build"), made by the role's
+# script and kept by build id, so that a second run only asks for the id.
+RINGMASTER_MONGREL2_CACHE=/var/cache/ringmaster
+ringmaster_mongrel2() {
+    local script="$RINGMASTER_ROOT/roles/mongrel2/files/build-mongrel2-deb.sh"
+    local id dir
+    id="$("$script" --id)"
+    dir="$RINGMASTER_MONGREL2_CACHE/$id"
+    if ! compgen -G "$dir/mongrel2-core_*.deb" >/dev/null; then
+        echo ">> building Mongrel2 ($id, a few minutes)"
+        rm -rf "$dir.partial"
+        "$script" "$dir.partial" >/dev/null
+        mv -T "$dir.partial" "$dir"
+    fi
+    local deb version
+    deb="$(compgen -G "$dir/mongrel2-core_*.deb")"
+    version="$(dpkg-deb -f "$deb" Version)"
+    if [[ "$(dpkg-query -W -f='${db:Status-Status} ${Version}' mongrel2-core 2>/dev/null)" != "installed $version" ]]; then
+        echo ">> installing Mongrel2 $version"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --allow-change-held-packages \
+            --allow-downgrades "$deb" >/dev/null
+    fi
+    apt-mark hold mongrel2-core >/dev/null
 }
 
 ringmaster_venv() {
@@ -44,6 +71,7 @@ ringmaster_collection_link() {
 
 ringmaster_bootstrap() {
     ringmaster_install_packages
+    ringmaster_mongrel2
     ringmaster_venv
     ringmaster_collection_link
     export PATH="$VENV/bin:$PATH"

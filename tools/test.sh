@@ -26,7 +26,7 @@ ruff check .
 ruff format --check .
 
 stage "lint: shellcheck"
-shellcheck -x .ci/run tools/*.sh tests/integration/targets/circus_watcher/run-local.sh
+shellcheck -x .ci/run tools/*.sh roles/mongrel2/files/*.sh tests/integration/targets/circus_watcher/run-local.sh
 
 stage "lint: paths the documentation cites"
 python3 tools/check-doc-paths.py

@@ -1,30 +1,32 @@
 """Idle keep-alive clients must not stall the active ones (issue "front trust boundary", item 7).
 
-A real Mongrel2 with the connection limits the mongrel2 role applies (read from its defaults),
-one real handler, 32 active keep-alive clients, and a separate process holding up to 10,000
-idle keep-alive connections (each sent one request and read its answer). Throughput alone and
-with the idle connections is measured interleaved, twice, in one run.
+A real Mongrel2 (the one installed: our build, see docs/security.md, "Our Mongrel2 build") with
+the connection limits the mongrel2 role applies (read from its defaults), one real handler,
+32 active keep-alive clients, and a separate process holding 10,000 idle keep-alive
+connections (each sent one request and read its answer). Throughput alone and with the idle
+connections is measured interleaved: alone, idle, alone, idle, ... alone; each round with idle
+connections is compared with the mean of the rounds alone around it, and the median of those
+ratios must be at least 0.9 (at most 10% lost).
 
-Why it stalled: Mongrel2 1.12 puts every waiting socket in its "hot" poll() set while a slot
-is free (src/task/fd.c, _wait) and its 0MQ handler sockets can wait nowhere else
-(src/superpoll.c, SuperPoll_add). An idle client keeps its slot for good; once idle clients
-fill the set, the handler task cannot wait for replies ("Error adding fd ... to task wait
-list"), sleeps 100 ms (src/handler.c, Handler_task) and tries again: under 1% of the
-throughput was left. The role makes the hot set larger than the number of clients Mongrel2
-can hold. What it cannot change: every idle client in the hot set is scanned by poll() on
-each loop, so throughput still falls with their number (see the xfail below). A Mongrel2 built
-so that client descriptors always wait in epoll (only 0MQ sockets in the hot set) kept 0.94 to
-1.1 of the throughput with 10,000 idle clients here; run against such a build the xfail turns
-into a strict XPASS failure: drop the marker then.
+Why Debian's Mongrel2 1.12.2 fails it: it puts every waiting socket in its "hot" poll() set while
+a slot is free (src/task/fd.c, _wait) and its 0MQ handler sockets can wait nowhere else
+(src/superpoll.c, SuperPoll_add). An idle client keeps its slot; every loop scans them all with
+poll(), and once they fill the set the handler task cannot wait for replies ("Error adding fd
+... to task wait list") and sleeps 100 ms: under 1% of the throughput was left. Our build
+(roles/mongrel2/files/patches) makes client descriptors wait in epoll and keeps the hot set for
+the 0MQ sockets (and a connection's writer while its reader waits in epoll). With the role's
+limits (a quarter of the descriptors hot) Debian's build still lost half to four fifths of the
+throughput at 9,744 idle; with a small hot set it stalls at a few hundred.
 
-The idle count is 10,000, or half this machine's hard open-files limit less a margin: no
-setting can give Mongrel2 a hot set larger than half its limit (20,000 here: 9,744 idle).
+The idle count is 10,000, or fewer when this machine's hard open-files limit leaves Mongrel2
+less room (the descriptors it may open, less its hot set and a margin).
 """
 
 import os
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -43,10 +45,10 @@ ROLE_DEFAULTS = Path(__file__).resolve().parents[3] / "roles" / "mongrel2" / "de
 IDLE = 10_000
 ACTIVE = 32
 SECONDS = 3.0
-ROUNDS = 2
-# Room in the hot set for the active clients, the handler and control sockets, the listener
-# and the epoll descriptor, so that the idle ones alone never fill it.
-HOT_SPARE = 256
+# Rounds with the idle connections; one more round alone than that, around them.
+ROUNDS = 5
+# Descriptors left for the active clients, the handler's sockets, the listener and the log.
+SPARE = 256
 
 
 def role_setting(name: str) -> int:
@@ -99,7 +101,13 @@ def measured(tmp_path_factory):
     # As mongrel2-run does: Mongrel2 gets the whole hard limit (it lowers it to max_fd itself,
     # or keeps it when max_fd is out of reach, as on machines that cap it at 20,000).
     saved = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (saved[1], saved[1]))
+    # Root (as in CI) may raise the hard limit to what the role asks for, as circusd's
+    # LimitNOFILE does on a front; others keep theirs.
+    try:
+        want = max(saved[1], max_fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (saved[1], saved[1]))
     root = tmp_path_factory.mktemp("idle")
     root.chmod(0o755)
     route = handler_route()
@@ -112,17 +120,14 @@ def measured(tmp_path_factory):
             pid = m2.proc.pid
             limit = open_files_limit(pid)
             hot = limit // dividend
-            # 10,000 unless this machine's hard limit is too low for any setting to hold them:
-            # with the smallest dividend (2) the hot set is half the limit, so a hard limit of
-            # 20,000 holds 9,744 (those beyond would fill the hot set whatever the role says).
-            idle = min(IDLE, saved[1] // 2 - HOT_SPARE)
+            idle = min(IDLE, limit - hot - SPARE)
             if idle < 1000:
-                pytest.skip(f"hard open files limit {saved[1]} leaves too few for idle clients")
+                pytest.skip(f"open files limit {limit} leaves too few for idle clients")
             Load(m2.port, clients=ACTIVE, duration=1).start().join()
             baseline_fds = fd_count(pid)
             alone, with_idle, held, notes = [], [], [], []
+            alone.append(Load(m2.port, ACTIVE, SECONDS, 10**7).start().join())
             for _ in range(ROUNDS):
-                alone.append(Load(m2.port, ACTIVE, SECONDS, 10**7).start().join())
                 proc, n = hold_idle(m2.port, idle)
                 held.append(n)
                 with_idle.append(Load(m2.port, ACTIVE, SECONDS, 10**7).start().join())
@@ -131,23 +136,25 @@ def measured(tmp_path_factory):
                 # before the next measurement alone.
                 wait_for(lambda: fd_count(pid) <= baseline_fds + 16, 60, "idle clients to close")
                 time.sleep(0.5)
+                alone.append(Load(m2.port, ACTIVE, SECONDS, 10**7).start().join())
             log = (root / "logs" / "error.log").read_text(errors="replace")
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, saved)
-    ok_alone = sum(r.ok for r in alone)
-    ok_idle = sum(r.ok for r in with_idle)
+    # Each round with idle clients against the mean of the rounds alone before and after it:
+    # what the neighbours on a shared machine take drifts slowly, a round is 3 s.
+    ratios = [with_idle[i].ok / max((alone[i].ok + alone[i + 1].ok) / 2, 1) for i in range(ROUNDS)]
     report = (
         f"limit {limit} hot {hot} idle {idle} held {held} {notes}: "
-        f"alone {[r.ok / SECONDS for r in alone]} req/s, "
-        f"with idle {[r.ok / SECONDS for r in with_idle]} req/s, "
-        f"ratio {ok_idle / max(ok_alone, 1):.3f}"
+        f"alone {[round(r.ok / SECONDS) for r in alone]} req/s, "
+        f"with idle {[round(r.ok / SECONDS) for r in with_idle]} req/s, "
+        f"ratios {[round(r, 3) for r in ratios]}, median {statistics.median(ratios):.3f}"
     )
     print(report)
     return {
         "idle": idle,
         "held": held,
         "results": alone + with_idle,
-        "ratio": ok_idle / max(ok_alone, 1),
+        "ratio": statistics.median(ratios),
         # Mongrel2's messages when the handler socket found no slot in the hot set.
         "stalls": log.count("Error adding fd") + log.count("Receive on handler socket failed"),
         "report": report,
@@ -159,15 +166,52 @@ def test_idle_clients_do_not_stall_replies(measured):
     for result in measured["results"]:
         assert result.lost == 0 and result.error == 0, f"{result}; {measured['report']}"
     assert measured["stalls"] == 0, measured["report"]
-    # The stall left 0.5% of the throughput. poll() over 9,744 idle clients leaves 20-50% of it
-    # on 2 shared cores, depending on the neighbours: the floor only tells the two apart.
-    assert measured["ratio"] >= 0.05, measured["report"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Mongrel2 1.12 scans every idle client in its hot poll set on each loop; no setting "
-    "moves them to epoll while the 0MQ sockets can still wait (see the module docstring)",
-)
 def test_idle_clients_cost_at_most_a_tenth(measured):
+    # Our build kept 0.9 to 1.1 on 2 shared cores; Debian's kept 0.2 to 0.5 with the role's
+    # limits, under 0.01 with a small hot set.
     assert measured["ratio"] >= 0.9, measured["report"]
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_idle_clients_closed_by_the_timeout_free_their_memory(tmp_path):
+    """Connections the idle timeout closes must give back their tasks (about 69 kB each).
+
+    Closing a descriptor drops it from epoll without an event: with clients waiting in epoll,
+    a connection Mongrel2 closes itself (idle timeout, a handler's close) would leave its
+    tasks waiting for good unless our patch wakes them, as poll() did. Without that part of
+    the patch each cycle below kept about 150 MB more; with it none.
+    """
+    saved = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (saved[1], saved[1]))
+    tmp_path.chmod(0o755)
+    route = handler_route()
+    # The reaper runs every 10 s and closes about half of the connections due each time.
+    m2 = Mongrel2(tmp_path, {"/": route}, {"superpoll.max_fd": 8192, "limits.min_ping": 1})
+    handler = Handler(tmp_path, "apps:hello", route["send"], route["recv"])
+    count, after = 2000, []
+    try:
+        with running(m2, handler):
+            m2.start()
+            handler.start()
+            for _ in range(2):
+                proc, n = hold_idle(m2.port, count)
+                assert n == count
+                time.sleep(22)
+                said = release_idle(proc)
+                closed = int(said.split()[1])
+                assert closed >= count // 2, said
+                result = Load(m2.port, 8, 1.0, 10**6).start().join()
+                assert result.ok and result.lost == 0 and result.error == 0, str(result)
+                after.append(rss_kb(m2.proc.pid))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, saved)
+    # The first cycle grows the heap to its working size; the second must reuse it.
+    assert after[1] - after[0] < 30_000, f"RSS after each cycle {after} kB"
