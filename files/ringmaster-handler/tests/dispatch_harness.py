@@ -1,12 +1,13 @@
 """ringmaster-dispatcher and dispatcher-mode handler subprocesses for integration tests."""
 
+import contextlib
 import os
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
-from harness import SRC, TESTS, Handler, stop_process, wait_for
+from harness import SRC, TESTS, Handler, Mongrel2, free_port, handler_route, stop_process, wait_for
 
 
 def _env() -> dict:
@@ -148,3 +149,19 @@ def m2_sleeping_connections(root: Path) -> int:
         return sum(1 for row in value[b"rows"] if row[2] == b"HTTP" and row[3] == b"sleep")
     finally:
         sock.close(0)
+
+
+@contextlib.contextmanager
+def front(root: Path, *dispatcher_args: str, settings: dict | None = None):
+    """A real Mongrel2 and a real dispatcher in front of it: (mongrel2, dispatcher, bind)."""
+    route = handler_route()
+    m2 = Mongrel2(root, {"/": route}, settings)
+    bind = f"tcp://127.0.0.1:{free_port()}"
+    disp = DispatcherProc(root, route, bind, *dispatcher_args)
+    try:
+        m2.start()
+        disp.start()
+        yield m2, disp, bind
+    finally:
+        disp.stop()
+        m2.stop()

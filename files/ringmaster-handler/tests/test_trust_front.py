@@ -12,8 +12,8 @@ import time
 import pytest
 import zmq
 
-from dispatch_harness import DispatcherProc, Peer
-from harness import Mongrel2, free_port, handler_route, wait_for
+from dispatch_harness import DispatcherProc, Peer, front
+from harness import Mongrel2, free_port, wait_for
 from ringmaster_handler import curve
 from ringmaster_handler.credit import HEAD_LEN, MAX_FRAME, reply_prefix_of
 from ringmaster_handler.dispatcher import (
@@ -26,21 +26,6 @@ from ringmaster_handler.dispatcher import (
 needs_mongrel2 = pytest.mark.skipif(
     not (shutil.which("mongrel2") and shutil.which("m2sh")), reason="needs mongrel2 and m2sh"
 )
-
-
-@contextlib.contextmanager
-def front(root, *dispatcher_args):
-    route = handler_route()
-    m2 = Mongrel2(root, {"/": route})
-    bind = f"tcp://127.0.0.1:{free_port()}"
-    disp = DispatcherProc(root, route, bind, *dispatcher_args)
-    try:
-        m2.start()
-        disp.start()
-        yield m2, disp, bind
-    finally:
-        disp.stop()
-        m2.stop()
 
 
 class RawClient:

@@ -4,7 +4,6 @@ The handler is a test peer speaking protocol 2 by hand, so what reaches it (S, U
 what it grants (K) can be checked exactly.
 """
 
-import contextlib
 import hashlib
 import shutil
 import socket
@@ -14,8 +13,8 @@ import time
 
 import pytest
 
-from dispatch_harness import DispatcherProc, Peer, m2_sleeping_connections
-from harness import Mongrel2, free_port, handler_route, wait_for
+from dispatch_harness import Peer, front, m2_sleeping_connections
+from harness import wait_for
 from ringmaster_handler.credit import CONSUMED_LEN, HEAD_LEN, UPLOAD_WINDOW, reply_prefix_of
 
 pytestmark = pytest.mark.skipif(
@@ -25,19 +24,8 @@ pytestmark = pytest.mark.skipif(
 BIG = 5_000_000
 
 
-@contextlib.contextmanager
 def streaming_front(root, *dispatcher_args):
-    route = handler_route()
-    m2 = Mongrel2(root, {"/": route}, {"upload.stream": 1})
-    bind = f"tcp://127.0.0.1:{free_port()}"
-    disp = DispatcherProc(root, route, bind, *dispatcher_args)
-    try:
-        m2.start()
-        disp.start()
-        yield m2, disp, bind
-    finally:
-        disp.stop()
-        m2.stop()
+    return front(root, *dispatcher_args, settings={"upload.stream": 1})
 
 
 class Client(threading.Thread):
