@@ -68,6 +68,7 @@ from ringmaster_handler.credit import (
     upload_stream_done,
     upload_stream_kind,
 )
+from ringmaster_handler.ratelimit import RateLimitedLog
 from ringmaster_handler.response import simple_response
 
 log = logging.getLogger("ringmaster_handler.dispatcher")
@@ -103,28 +104,6 @@ def cancel_message(prefix: bytes) -> bytes:
     cancel) wakes it to find the connection closed, and it ends.
     """
     return ctl_message(prefix, credits=1, cancel=True)
-
-
-class RateLimitedLog:
-    """One warning per ``every`` seconds per kind, with the count of those not logged."""
-
-    def __init__(self, every: float = WARN_EVERY, clock=time.monotonic) -> None:
-        self.every = every
-        self.clock = clock
-        self._last: dict[str, tuple[float, int]] = {}
-
-    def warning(self, kind: str, fmt: str, *args) -> bool:
-        now = self.clock()
-        last, skipped = self._last.get(kind, (None, 0))
-        if last is not None and now - last < self.every:
-            self._last[kind] = (last, skipped + 1)
-            return False
-        if skipped:
-            fmt += " (%d more like it not logged)"
-            args = (*args, skipped)
-        log.warning(fmt, *args)
-        self._last[kind] = (now, 0)
-        return True
 
 
 class Upload:
@@ -288,7 +267,7 @@ class Scheduler:
         self.uploads: dict[bytes, Upload] = {}  # streamed bodies still coming, by prefix
         self.cancels: deque[tuple[float, bytes]] = deque()  # (due, prefix) ctl cancels
         self.per_key: dict[str, int] = {}  # connected workers per CURVE key name
-        self.warn = RateLimitedLog(clock=clock)
+        self.warn = RateLimitedLog(log, WARN_EVERY, clock)
         # Request ids start at a random point so a restarted dispatcher never mistakes a
         # stale reply for one of its own requests.
         self._next_rid = int.from_bytes(os.urandom(8), "little")

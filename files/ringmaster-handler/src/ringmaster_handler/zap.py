@@ -20,6 +20,7 @@ import time
 import zmq
 
 from ringmaster_handler.curve import CurveError, authorized_files, load_public
+from ringmaster_handler.ratelimit import RateLimitedLog
 
 log = logging.getLogger("ringmaster_handler.zap")
 
@@ -30,28 +31,15 @@ DOMAIN = b"ringmaster"
 DENIED_LOG_EVERY = 60.0
 
 
-class DenialLog:
+class DenialLog(RateLimitedLog):
     """Warnings about refused peers, at most one per address per ``every`` seconds."""
 
     def __init__(self, every: float = DENIED_LOG_EVERY, clock=time.monotonic) -> None:
-        self.every = every
-        self.clock = clock
-        self._seen: dict[str, tuple[float, int]] = {}  # address -> (last warned, refused since)
+        super().__init__(log, every, clock, " (and %d more refusals since the last warning)")
 
     def refused(self, address: str, why: str) -> bool:
         """Count a refusal; log it if this address was not warned about lately (True)."""
-        now = self.clock()
-        last, count = self._seen.get(address, (None, 0))
-        if last is not None and now - last < self.every:
-            self._seen[address] = (last, count + 1)
-            return False
-        more = f" (and {count} more refusals since the last warning)" if count else ""
-        log.warning("refused a handler connection from %s: %s%s", address, why, more)
-        self._seen[address] = (now, 0)
-        if len(self._seen) > 4096:  # a scan from many addresses must not grow this forever
-            cutoff = now - self.every
-            self._seen = {a: v for a, v in self._seen.items() if v[0] >= cutoff}
-        return True
+        return self.warning(address, "refused a handler connection from %s: %s", address, why)
 
 
 class KeyGate:
