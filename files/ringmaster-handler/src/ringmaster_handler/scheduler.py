@@ -545,9 +545,7 @@ class Scheduler:
         n = self._next_rid
         self._next_rid = n + 1
         rid = rid_bytes(n)
-        upload = self.uploads.get(prefix) if self.uploads else None
-        if upload is not None and upload.msg is not msg:
-            upload = None
+        upload = self._stream_of(msg, prefix) if self.uploads else None
         rest = None
         if upload is None:
             frame = REQUEST + rid + msg
@@ -641,7 +639,7 @@ class Scheduler:
             msg, arrived, prefix = queue[0]
             if jobs and not is_idempotent(msg):
                 return  # only a free worker may take it
-            if w.version < 2 and self.uploads and self._is_stream(msg, prefix):
+            if w.version < 2 and self.uploads and self._stream_of(msg, prefix) is not None:
                 self._top_up_old(w)
                 return
             queue.popleft()
@@ -655,15 +653,16 @@ class Scheduler:
         """A protocol 1 worker, free, with a streamed upload first in line: it takes the
         first request it can serve (rolling upgrades; streamed uploads are rare)."""
         for i, (msg, arrived, prefix) in enumerate(self.queue):
-            if not self._is_stream(msg, prefix):
+            if self._stream_of(msg, prefix) is None:
                 del self.queue[i]
                 w.started = self.clock()
                 self._send_job(w, msg, arrived, False, prefix)
                 return
 
-    def _is_stream(self, msg: bytes, prefix: bytes) -> bool:
+    def _stream_of(self, msg: bytes, prefix: bytes) -> Upload | None:
+        """The upload whose first message ``msg`` is, if it streams."""
         upload = self.uploads.get(prefix)
-        return upload is not None and upload.msg is msg
+        return upload if upload is not None and upload.msg is msg else None
 
     def _prefetch_target(self) -> Worker | None:
         best = None
