@@ -19,6 +19,7 @@ CASES = [
     pytest.param({"wsgi_app_processes": "many"}, "wsgi_app_processes", id="process-count-not-a-number"),
     pytest.param({"mongrel2_port": 70000}, "mongrel2_port", id="port-above-range"),
     pytest.param({"mongrel2_port": 0}, "mongrel2_port", id="port-zero"),
+    pytest.param({"mongrel2_request_head_size": 1024}, "mongrel2_request_head_size", id="head-size-below-4096"),
     pytest.param(
         {"mongrel2_handlers": [{"name": "app", "send_port": 9997, "recv_port": 99999}]},
         "mongrel2_handlers[0]",
