@@ -226,24 +226,20 @@ def test_a_request_timeout_gives_504_and_none_of_the_process_threads_more_work(t
 
 
 def test_a_thread_that_progresses_does_not_hide_a_stuck_one(tmp_path):
-    # (No dispatcher timeout here, so the busy thread keeps getting work: only the handler's
-    # own alarm can end the stuck one.)
+    # (No dispatcher timeout here: only the handler's own alarm can end the stuck request.)
     with Stack(tmp_path) as stack:
         w = stack.add(2, "--request-timeout", "1")
         began = time.monotonic()
-        box: list = []
-        stuck = threading.Thread(
-            target=lambda: box.extend(stack.together([("/slow?s=30", "POST", b"x")]))
-        )
-        stuck.start()
-        # The other thread keeps answering (re-arming the alarm) the whole time.
-        while w.proc.poll() is None and time.monotonic() - began < 8:
-            with contextlib.suppress(Exception):
-                stack.call("/", timeout=2)
-            time.sleep(0.05)
-        assert w.proc.wait(1) == -signal.SIGALRM
-        assert time.monotonic() - began < 1 + 2 + 2
-        stuck.join(5)
+        # One thread is stuck; the other streams a response that makes progress (each
+        # message re-arms its deadline) for 8 s, far past the stuck one's 1 + 2 s.
+        box, runner = stack.start_marked(tmp_path, [("POST", 30)])
+        dripping = threading.Thread(target=stack.together, args=([("/drip?n=16&gap=0.5",)],))
+        dripping.start()
+        wait_for(lambda: w.proc.poll() is not None, 10, "the handler to end")
+        assert w.proc.returncode == -signal.SIGALRM
+        assert time.monotonic() - began < 1 + 2 + 1.5
+        runner.join(5)
+        dripping.join(10)
         assert box[0][0] == 502, box  # (a POST: not retried)
 
 

@@ -18,12 +18,22 @@ def _json(start_response, data) -> list[bytes]:
     return [body]
 
 
+def _drip(n: int, gap: float):
+    for _ in range(n):
+        time.sleep(gap)
+        yield b"drip\n"
+
+
 def app(environ, start_response):
     global _running, _most
     path = environ["PATH_INFO"]
     qs = dict(p.partition("=")[::2] for p in environ["QUERY_STRING"].split("&") if p)
     length = int(environ.get("CONTENT_LENGTH") or 0)
     body = environ["wsgi.input"].read(length) if length else b""
+    if path == "/drip":  # a response that makes progress: a chunk every gap seconds
+        n, gap = int(qs.get("n", 10)), float(qs.get("gap", 0.5))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return _drip(n, gap)
     if path == "/slow":
         with _lock:
             _running += 1
