@@ -2,7 +2,9 @@
 real handler processes running ``threaded_app`` (which counts the requests it runs at once)."""
 
 import contextlib
+import hashlib
 import json
+import os
 import shutil
 import signal
 import socket
@@ -25,10 +27,10 @@ SLEEP = 0.3  # the slow endpoint's sleep
 class Stack:
     """Mongrel2 -> dispatcher -> threaded handler processes, all stopped at the end."""
 
-    def __init__(self, root, dispatcher_args=()):
+    def __init__(self, root, dispatcher_args=(), settings=None):
         self.root = root
         route = handler_route()
-        self.m2 = Mongrel2(root, {"/": route})
+        self.m2 = Mongrel2(root, {"/": route}, settings)
         self.bind = f"tcp://127.0.0.1:{free_port()}"
         self.dispatcher = DispatcherProc(root, route, self.bind, *dispatcher_args)
         self.workers: list[Worker] = []
@@ -164,6 +166,20 @@ def _responses(data: bytes) -> list[bytes]:
     parts = data.split(b"HTTP/1.1 200 OK\r\n")
     assert parts[0] == b"", data[:200]
     return [b"\r\n\r\n" + p.partition(b"\r\n\r\n")[2] for p in parts[1:]]
+
+
+def test_streamed_uploads_to_several_threads_at_once(tmp_path):
+    with Stack(tmp_path, settings={"upload.stream": 1}) as stack:
+        w = stack.add(4, "--max-body-size", str(16 << 20))
+        bodies = [os.urandom((3 << 20) + i) for i in range(4)]
+        results = stack.together([(f"/slow?s={SLEEP}", "POST", b) for b in bodies])
+        assert [r[0] for r in results] == [200] * 4, results
+        for body, (_, data, _) in zip(bodies, results, strict=True):
+            assert data["length"] == len(body)
+            assert data["sha256"] == hashlib.sha256(body).hexdigest()
+            assert data["pid"] == w.proc.pid
+        assert stack.call("/")[1]["most"] >= 2  # (some of them ran side by side)
+        assert not list((tmp_path / "uploads").iterdir()), "Mongrel2 spooled instead"
 
 
 def test_sigterm_with_requests_running_on_every_thread_loses_none(tmp_path):

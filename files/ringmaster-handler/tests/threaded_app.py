@@ -1,5 +1,6 @@
 """A thread-safe WSGI app for the --threads tests: it counts the requests it runs at once."""
 
+import hashlib
 import json
 import os
 import threading
@@ -56,6 +57,8 @@ def app(environ, start_response):
             "pid": os.getpid(),
             "thread": threading.current_thread().name,
             "multithread": environ["wsgi.multithread"],
-            "body": body.decode("latin-1"),
+            "body": body[:64].decode("latin-1"),
+            "length": len(body),
+            "sha256": hashlib.sha256(body).hexdigest(),
         },
     )
