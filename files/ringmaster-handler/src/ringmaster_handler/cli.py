@@ -52,6 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help=(
+            "with --dispatcher: serve N requests at once in this process, one per thread, "
+            "each thread asking the dispatchers for work (the process's credit is N). Only "
+            "for thread-safe apps (wsgi.multithread is then true); default: 1"
+        ),
+    )
+    p.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -235,6 +246,12 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("--max-body-size must be 0 (no limit) or positive")
         if args.request_timeout < 0:
             raise UsageError("--request-timeout must be 0 (off) or positive")
+        if args.threads < 1:
+            raise UsageError("--threads must be 1 or more")
+        if args.threads > 1 and not args.dispatcher:
+            # Mongrel2's PUSH deals requests blindly and out of order to every PULL socket;
+            # only the dispatcher can give a thread work when it is free (see README).
+            raise UsageError("--threads above 1 needs --dispatcher (direct mode: use processes)")
         if not args.upload_temp_store.endswith("XXXXXX"):
             raise UsageError("--upload-temp-store must end in XXXXXX, as Mongrel2's does")
     except (SpecError, UsageError, CurveError) as exc:
@@ -260,10 +277,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.dispatcher:
         from ringmaster_handler.worker import WorkerLoop
 
+        urls = [d.url for d in dispatchers]
         set_title(f"{PROG} {args.app} -> {args.send_spec}")
-        return WorkerLoop(
-            app, [d.url for d in dispatchers], app_name=args.app, curve=curve, **options
-        ).run()
+        if args.threads == 1:
+            return WorkerLoop(app, urls, app_name=args.app, curve=curve, **options).run()
+        from ringmaster_handler.threads import ThreadedWorker
+
+        def make_loop(index: int, alarm, proc_id: str) -> WorkerLoop:
+            return WorkerLoop(
+                app,
+                urls,
+                app_name=args.app,
+                curve=curve,
+                proc_id=proc_id,
+                threads=args.threads,
+                alarm=alarm,
+                multithread=True,
+                **options,
+            )
+
+        return ThreadedWorker(make_loop, args.threads, args.request_timeout).run()
     set_title(f"{PROG} {args.app} -> {describe_fronts(fronts)}")
     loop = HandlerLoop(app, fronts, subscribe_timeout=args.subscribe_timeout, **options)
     return loop.run()

@@ -9,6 +9,9 @@ send on each side.
 handler -> dispatcher::
 
     H<json>          hello: I take requests. Sent on every (re)connection; json is informative
+                     but for "v" (protocol version) and "proc": a token the same in the
+                     hellos of all threads of one process (--threads), which a request
+                     timeout stops together (an older handler sends none: no change)
     D<rid><reply>    the last reply message for request rid: rid is finished (the credit)
     M<rid><reply>    a reply message for rid; more follow (streamed responses)
     F<rid>           rid is finished and there is nothing (more) to send

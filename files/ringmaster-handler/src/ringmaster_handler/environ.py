@@ -69,14 +69,17 @@ def header_environ_key(name: str) -> str | None:
 
 
 class EnvironBuilder:
-    """Turns requests into environ dicts; one per process, holding what never changes."""
+    """Turns requests into environ dicts; one per serving thread, holding what never changes.
 
-    def __init__(self, *, script_name_from_route: bool = True) -> None:
+    ``multithread``: other threads of this process run the app at the same time (--threads).
+    """
+
+    def __init__(self, *, script_name_from_route: bool = True, multithread: bool = False) -> None:
         self.script_name_from_route = script_name_from_route
         self.errors = ErrorStream()
         self._base = {
             "wsgi.version": (1, 0),
-            "wsgi.multithread": False,
+            "wsgi.multithread": multithread,
             "wsgi.multiprocess": True,
             "wsgi.run_once": False,
             "wsgi.errors": self.errors,

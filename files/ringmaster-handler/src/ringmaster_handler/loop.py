@@ -2,7 +2,6 @@
 
 import contextlib
 import logging
-import signal
 import socket
 import time
 from functools import partial
@@ -11,6 +10,7 @@ from io import BytesIO
 import zmq
 
 from ringmaster_handler import uploads
+from ringmaster_handler.alarm import SoloAlarm
 from ringmaster_handler.body import StreamedBody
 from ringmaster_handler.environ import EnvironBuilder
 from ringmaster_handler.errors import ProtocolError
@@ -78,17 +78,23 @@ class HandlerLoop:
         upload_store: str = uploads.DEFAULT_TEMP_STORE,
         request_timeout: float = 0.0,
         max_body_size: int = 0,
+        alarm=None,
+        multithread: bool = False,
     ) -> None:
         self.stream_rate = stream_rate
         self.upload_store = upload_store
         self.request_timeout = request_timeout
+        # --request-timeout: the process's alarm (alarm.py; a slot of a shared one with threads).
+        self.alarm = alarm if alarm is not None else SoloAlarm(request_timeout + TIMEOUT_GRACE)
         self.max_body_size = max_body_size
         self._exchange: Exchange | None = None  # the current request's, once it has one
         self._armed = False  # the request timeout runs (the app has a request)
         self.app = app
         self.fronts = fronts
         self.upload_root = upload_root
-        self.environ = EnvironBuilder(script_name_from_route=script_name_from_route)
+        self.environ = EnvironBuilder(
+            script_name_from_route=script_name_from_route, multithread=multithread
+        )
         self.build_environ = self.environ.build
         self.subscribe_timeout = subscribe_timeout
         self.linger_ms = linger_ms
@@ -114,14 +120,21 @@ class HandlerLoop:
         with stop_signals(self.request_stop) as wake_r:
             ctx = zmq.Context(io_threads=1)
             try:
-                self._open_sockets(ctx)
-                self._serve(wake_r)
-                self._drain()
+                self.serve_on(ctx, wake_r)
             finally:
-                self._close_sockets()
                 ctx.term()
         log.info("stopped after %d requests", self.served)
         return 0
+
+    def serve_on(self, ctx: zmq.Context, wake_r: socket.socket) -> None:
+        """Open this loop's own sockets in ``ctx``, serve until stopped, drain, close them.
+        ``wake_r`` becomes readable when the loop should look at ``stopping``."""
+        try:
+            self._open_sockets(ctx)
+            self._serve(wake_r)
+            self._drain()
+        finally:
+            self._close_sockets()
 
     def _open_sockets(self, ctx: zmq.Context) -> None:
         idents = {send.ident for send, _ in self.fronts if send.ident}
@@ -415,17 +428,15 @@ class HandlerLoop:
         finally:
             if timeout:
                 self._armed = False
-                signal.setitimer(signal.ITIMER_REAL, 0)
+                self.alarm.clear()
 
     def max_payload(self, prefix: bytes) -> int:
         """The largest reply payload one message may carry (0: no limit)."""
         return 0
 
     def arm_timeout(self) -> None:
-        # No SIGALRM handler is installed on purpose: when the alarm fires, the default
-        # action ends the process even while the app's C code holds the GIL, and the
-        # supervisor starts a fresh one (see --request-timeout).
-        signal.setitimer(signal.ITIMER_REAL, self.request_timeout + TIMEOUT_GRACE)
+        # (No SIGALRM handler: its default action ends the process, see alarm.py.)
+        self.alarm.arm()
 
     def send(self, data: bytes) -> None:
         """Queue one reply message; it leaves when its request is done (see ``push``)."""

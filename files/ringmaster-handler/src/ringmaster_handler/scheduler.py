@@ -24,7 +24,9 @@ Trust and order (the "front trust boundary"):
   requests at once, and two handlers would answer them out of order. Later ones wait in a
   per-connection FIFO (``conns``) until the previous one is finished.
 - A started request that shows no progress for ``request_timeout`` is answered 504 and its
-  worker gets no more work (the handler kills itself a little later).
+  worker gets no more work (the handler kills itself a little later), nor do the other
+  threads of its process (``--threads``: workers whose hellos name the same ``proc``, under
+  the same CURVE key), which end with it.
 - Streamed uploads (Mongrel2 ``upload.stream``) flow with credits: Mongrel2 reads at most
   UPLOAD_WINDOW bytes ahead of what the handler has consumed.
 """
@@ -176,6 +178,7 @@ class Worker:
         "jobs",
         "key",
         "name",
+        "proc",
         "started",
         "stopping",
         "timed_out",
@@ -194,11 +197,18 @@ class Worker:
         self.in_free = False
         self.version = version  # protocol version from its hello (streamed uploads need 2)
         self.key: str | None = None  # its CURVE key's name (ZAP User-Id), if any
+        # (CURVE key name, the hello's proc token): the same for the threads of one process.
+        self.proc: tuple | None = None
 
 
 def _version_of(info: dict) -> int:
     v = info.get("v", 1)
     return v if type(v) is int else 1
+
+
+def _proc_of(info: dict) -> str | None:
+    proc = info.get("proc")
+    return proc if type(proc) is str and 0 < len(proc) <= 64 else None
 
 
 def _path_of(msg: bytes) -> bytes:
@@ -719,13 +729,30 @@ class Scheduler:
         moved = self._take_back_waiting(w)
         w.stopping = True
         w.timed_out = True
+        # The process ends by SIGALRM soon, with all its threads: none gets more work.
+        siblings = self._siblings(w)
+        for other in siblings:
+            moved += self._take_back_waiting(other)
+            other.stopping = True
+            other.timed_out = True
         log.warning(
             "request %r made no progress for %gs in handler %s: answered %s; the handler "
-            "gets no more work (%d waiting requests moved)",
+            "gets no more work (%d other threads of its process neither; %d waiting "
+            "requests moved)",
             _path_of(job.msg), self.request_timeout, w.name,
-            "by closing the connection" if job.replied else "504", moved,
+            "by closing the connection" if job.replied else "504", len(siblings), moved,
         )  # fmt: skip
         self._offer()
+
+    def _siblings(self, w: Worker) -> list[Worker]:
+        """The other threads of ``w``'s process that still take work."""
+        if w.proc is None:
+            return []
+        return [
+            other
+            for other in self.workers.values()
+            if other.proc == w.proc and other is not w and not other.stopping
+        ]
 
     def _take_back_waiting(self, w: Worker) -> int:
         """Cancel the requests waiting inside ``w`` and put them back in line, in order."""
@@ -893,6 +920,9 @@ class Scheduler:
             if key:
                 w.key = key
                 self.per_key[key] = self.per_key.get(key, 0) + 1
+            proc = _proc_of(info)
+            if proc is not None:
+                w.proc = (key, proc)
             self.workers[ident] = w
             if fd >= 0:
                 self.by_fd[fd] = w

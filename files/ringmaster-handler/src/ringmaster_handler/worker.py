@@ -12,6 +12,12 @@ stored, other frames keep being handled, and it runs, in its turn, once the body
 On SIGTERM/SIGINT the handler finishes the current request, says bye to every dispatcher,
 serves whatever they sent before acknowledging the bye, and exits: nothing is left queued
 for it anywhere.
+
+With ``--threads N`` (threads.py) a process runs N of these loops, one per thread, each with
+sockets of its own: to a dispatcher each thread is one handler asking for one request at a
+time, so the process's credit is N. Their hellos carry the same ``proc`` token, so a
+dispatcher that times out one of them stops giving work to all (the process is about to end
+by SIGALRM).
 """
 
 import contextlib
@@ -114,9 +120,14 @@ class WorkerLoop(HandlerLoop):
         *,
         app_name: str = "",
         curve: ClientSide | None = None,
+        proc_id: str = "",
+        threads: int = 1,
         **kwargs,
     ) -> None:
         super().__init__(app, [], **kwargs)
+        # Said in every hello: which handlers are threads of one process (see threads.py).
+        self.proc_id = proc_id or os.urandom(8).hex()
+        self.threads = threads
         self.dispatcher_urls = dispatchers
         self.curve = curve
         # With CURVE a TCP connection is not yet a link: only a completed handshake (the
@@ -439,6 +450,8 @@ class WorkerLoop(HandlerLoop):
             "host": socket.gethostname(),
             "app": self.app_name,
             "version": __version__,
+            "proc": self.proc_id,
+            "threads": self.threads,
         }
         with contextlib.suppress(zmq.ZMQError):
             link.sock.send(hello_frame(info), _NOBLOCK)
