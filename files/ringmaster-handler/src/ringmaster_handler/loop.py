@@ -80,7 +80,10 @@ class HandlerLoop:
         max_body_size: int = 0,
         alarm=None,
         multithread: bool = False,
+        recycler=None,
     ) -> None:
+        # --max-requests/--max-age/--max-rss (recycle.py), shared by a process's threads.
+        self.recycler = recycler if recycler is not None and recycler.active else None
         self.stream_rate = stream_rate
         self.upload_store = upload_store
         self.request_timeout = request_timeout
@@ -218,6 +221,8 @@ class HandlerLoop:
                         self._drain_subscriptions()
                     elif sock == wake_r.fileno():
                         drain_fd(wake_r)
+                if self.recycler is not None:
+                    self.recycler.idle_check()
                 continue
             dispatch(msg)
 
@@ -429,6 +434,8 @@ class HandlerLoop:
             if timeout:
                 self._armed = False
                 self.alarm.clear()
+            if self.recycler is not None:
+                self.recycler.request_done()
 
     def max_payload(self, prefix: bytes) -> int:
         """The largest reply payload one message may carry (0: no limit)."""
