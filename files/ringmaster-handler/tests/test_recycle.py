@@ -163,3 +163,21 @@ def test_no_request_is_lost_while_handlers_recycle_under_load(tmp_path):
     assert disp.count("is stopping") >= len(sup.exits)
     assert " 502" not in disp and "holding 0 requests" in disp
     assert "WARNING" not in disp, disp[-3000:]
+
+
+@needs_mongrel2
+def test_a_leaking_app_is_recycled_above_max_rss(tmp_path):
+    """2 MiB more resident per request; --max-rss 60 MiB: replaced every ~15-20 requests,
+    and every request is answered."""
+    with Stack(tmp_path, workers=0, app="leaky_app:application") as stack:
+        sup = Supervisor(stack, [("--max-rss", "60")])
+        stack.dispatcher.wait_connected(1)
+        sup.start()
+        load = Load(stack.m2.port, clients=2, duration=30.0, max_requests=120, timeout=5).start()
+        result = load.join()
+        sup.stop()
+        logs = "".join(w.log_text() for w in stack.workers)
+    print(f"{result}; {len(sup.exits)} recycled")
+    assert result.lost == 0 and result.error == 0 and result.ok == 120, result
+    assert len(sup.exits) >= 2 and set(sup.exits) == {0}, sup.exits
+    assert logs.count("above --max-rss 60 MiB") >= 2
