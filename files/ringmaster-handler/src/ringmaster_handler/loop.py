@@ -16,6 +16,7 @@ from ringmaster_handler.environ import EnvironBuilder
 from ringmaster_handler.errors import ProtocolError
 from ringmaster_handler.exchange import DEFAULT_STREAM_RATE, Exchange
 from ringmaster_handler.request import Request, parse_message, raw_reply_prefix
+from ringmaster_handler.requestid import _SAFE_ID, new_request_id
 from ringmaster_handler.response import simple_response, single_reply_prefix, wants_keep_alive
 from ringmaster_handler.specs import Endpoint
 from ringmaster_handler.stopsignals import drain_fd, stop_signals
@@ -416,6 +417,12 @@ class HandlerLoop:
             log.exception("cannot build an environ for %r", req)
             self._answer(prefix, 400)
             return
+        # The client's X-Request-Id if it is a safe token, else a new one (requestid.py):
+        # the app gets it, and the response returns it.
+        rid = environ.get("HTTP_X_REQUEST_ID")
+        if rid is None or _SAFE_ID.fullmatch(rid) is None:
+            rid = new_request_id()
+        environ["HTTP_X_REQUEST_ID"] = environ["ringmaster.request_id"] = exchange.request_id = rid
         self.served += 1
         timeout = self.request_timeout
         if timeout:
