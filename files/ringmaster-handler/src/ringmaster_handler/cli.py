@@ -104,6 +104,41 @@ def build_parser() -> argparse.ArgumentParser:
             "replace; apps must not use SIGALRM (default: 0, off)"
         ),
     )
+    recycle = p.add_argument_group(
+        "recycling (the process finishes its requests and exits 0 for circus to replace it; "
+        "with --dispatcher no request is lost)"
+    )
+    recycle.add_argument(
+        "--max-requests",
+        type=int,
+        default=0,
+        metavar="N",
+        help="leave after N requests, counted across --threads (default: 0, no limit)",
+    )
+    recycle.add_argument(
+        "--max-requests-jitter",
+        type=int,
+        default=0,
+        metavar="J",
+        help="add a random 0..J to --max-requests, per process (default: 0)",
+    )
+    recycle.add_argument(
+        "--max-age",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="leave after SECONDS (plus up to 10%% random, per process; default: 0, no limit)",
+    )
+    recycle.add_argument(
+        "--max-rss",
+        type=float,
+        default=0.0,
+        metavar="MIB",
+        help=(
+            "leave once the process's resident memory is above MIB, checked after every "
+            "request and every second while idle (default: 0, no limit)"
+        ),
+    )
     p.add_argument(
         "--script-name-from-route",
         action=argparse.BooleanOptionalAction,
@@ -252,6 +287,12 @@ def main(argv: list[str] | None = None) -> int:
             # Mongrel2's PUSH deals requests blindly and out of order to every PULL socket;
             # only the dispatcher can give a thread work when it is free (see README).
             raise UsageError("--threads above 1 needs --dispatcher (direct mode: use processes)")
+        for name in ("max_requests", "max_requests_jitter", "max_age", "max_rss"):
+            if getattr(args, name) < 0:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(f"{flag} must be 0 (off) or positive")
+        if args.max_requests_jitter and not args.max_requests:
+            raise UsageError("--max-requests-jitter needs --max-requests")
         if not args.upload_temp_store.endswith("XXXXXX"):
             raise UsageError("--upload-temp-store must end in XXXXXX, as Mongrel2's does")
     except (SpecError, UsageError, CurveError) as exc:
@@ -265,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from ringmaster_handler.loop import HandlerLoop, describe_fronts
     from ringmaster_handler.proctitle import set_title
+    from ringmaster_handler.recycle import Recycler
+
+    recycler = Recycler(args.max_requests, args.max_requests_jitter, args.max_age, args.max_rss)
 
     options = {
         "upload_root": args.upload_root,
@@ -273,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         "upload_store": args.upload_temp_store,
         "request_timeout": args.request_timeout,
         "max_body_size": args.max_body_size,
+        "recycler": recycler,
     }
     if args.dispatcher:
         from ringmaster_handler.worker import WorkerLoop
@@ -280,7 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         urls = [d.url for d in dispatchers]
         set_title(f"{PROG} {args.app} -> {args.send_spec}")
         if args.threads == 1:
-            return WorkerLoop(app, urls, app_name=args.app, curve=curve, **options).run()
+            loop = WorkerLoop(app, urls, app_name=args.app, curve=curve, **options)
+            recycler.on_limit = loop.request_stop
+            return loop.run()
         from ringmaster_handler.threads import ThreadedWorker
 
         def make_loop(index: int, alarm, proc_id: str) -> WorkerLoop:
@@ -296,9 +343,10 @@ def main(argv: list[str] | None = None) -> int:
                 **options,
             )
 
-        return ThreadedWorker(make_loop, args.threads, args.request_timeout).run()
+        return ThreadedWorker(make_loop, args.threads, args.request_timeout, recycler).run()
     set_title(f"{PROG} {args.app} -> {describe_fronts(fronts)}")
     loop = HandlerLoop(app, fronts, subscribe_timeout=args.subscribe_timeout, **options)
+    recycler.on_limit = loop.request_stop
     return loop.run()
 
 

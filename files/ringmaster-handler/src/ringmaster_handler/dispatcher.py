@@ -26,6 +26,7 @@ import zmq
 
 from ringmaster_handler.credit import MAX_FRAME, monitor_event
 from ringmaster_handler.curve import ServerSide
+from ringmaster_handler.observe import AccessLog, Metrics, MetricsServer, Observer, render
 from ringmaster_handler.scheduler import Scheduler
 from ringmaster_handler.stopsignals import drain_fd, stop_signals
 from ringmaster_handler.zap import DOMAIN, DenialLog, KeyGate
@@ -72,9 +73,26 @@ class Dispatcher(Scheduler):
         subscribe_timeout: float = 5.0,
         linger_ms: int = 1000,
         curve: ServerSide | None = None,
+        name: str = "",
+        access_log: str | None = None,
+        access_log_format: str = "json",
+        metrics_address: str = "127.0.0.1",
+        metrics_port: int = 0,
         **scheduling,
     ) -> None:
         super().__init__(**scheduling)
+        self.name = name
+        self.access = None
+        self.metrics = None
+        self.metrics_server = None
+        self._metrics_bind = (metrics_address, metrics_port)
+        if access_log:
+            # (A path we cannot open stops us here, before anything else starts.)
+            self.access = AccessLog(access_log, access_log_format, name)
+        if metrics_port:
+            self.metrics = Metrics()
+        if self.access is not None or self.metrics is not None:
+            self.observer = Observer(self.clock, self.metrics, self.access)
         self.curve = curve
         self._gate: KeyGate | None = None
         self._plain_refusals = DenialLog()
@@ -100,11 +118,19 @@ class Dispatcher(Scheduler):
             try:
                 if self.curve is not None:
                     self._gate = KeyGate(ctx, self.curve.authorized_dir).start()
+                if self.metrics is not None:
+                    self.metrics_server = MetricsServer(*self._metrics_bind, self.scrape).start()
+                    log.info("metrics on http://%s:%d/metrics", self._metrics_bind[0],
+                             self.metrics_server.port)  # fmt: skip
                 self._open_sockets(ctx, wake_r)
                 self._serve()
                 self._drain()
             finally:
                 self._close_sockets()
+                if self.metrics_server is not None:
+                    self.metrics_server.stop()
+                if self.access is not None:
+                    self.access.close()
                 if self._gate is not None:
                     self._gate.stop()
                 ctx.term()
@@ -286,7 +312,21 @@ class Dispatcher(Scheduler):
             return HOUSEKEEPING_MS
         return max(0, min(HOUSEKEEPING_MS, int((due - self.clock()) * 1000) + 1))
 
+    def scrape(self) -> str:
+        """The metrics page (called on the metrics thread: reads, never changes, the books)."""
+        gauges = {
+            "queue_depth": (
+                "Requests waiting for a handler: here, and queued inside busy handlers.",
+                len(self.queue) + self.waiting,
+            ),
+            "handlers_connected": ("Handler connections (one per thread).", len(self.workers)),
+            "replies_backlog": ("Replies waiting for Mongrel2 to take them.", len(self.backlog)),
+        }
+        return render(self.metrics, gauges, dict(self.stats), self.name)
+
     def _housekeeping(self) -> None:
+        if self.access is not None:
+            self.access.flush()
         if self.queue_timeout and (self.queue or self.waiting):
             self.expire()
         if self.request_timeout:

@@ -105,6 +105,52 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument(
+        "--name",
+        default="",
+        metavar="NAME",
+        help=(
+            "the app (circus watcher) this dispatcher serves: in every log line, access log "
+            "line and metric (default: none)"
+        ),
+    )
+    p.add_argument(
+        "--syslog-prefix",
+        action="store_true",
+        help=(
+            "start log lines with <N>, their syslog priority, for the journal (systemd "
+            "SyslogLevelPrefix; circus passes watcher output on unchanged): warnings then "
+            "reach the journal at warning priority"
+        ),
+    )
+    obs = p.add_argument_group("access log and metrics")
+    obs.add_argument(
+        "--access-log",
+        metavar="PATH",
+        help=(
+            "write one line per finished request to PATH ('-': stdout); a file moved or "
+            "removed (logrotate) is reopened within a second (default: no access log)"
+        ),
+    )
+    obs.add_argument(
+        "--access-log-format",
+        choices=["json", "common"],
+        default="json",
+        help="JSON lines, or the common log format plus host, id, ms, retries (default: json)",
+    )
+    obs.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://ADDRESS:PORT/metrics (default: 0, off)",
+    )
+    obs.add_argument(
+        "--metrics-address",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="address for --metrics-port (default: 127.0.0.1)",
+    )
+    p.add_argument(
         "--heartbeat",
         type=float,
         default=1.0,
@@ -165,9 +211,15 @@ def curve_options(args: argparse.Namespace) -> ServerSide | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()), format=LOG_FORMAT, stream=sys.stderr
-    )
+    from ringmaster_handler.logs import SafeFormatter, escape
+
+    stderr = logging.StreamHandler(sys.stderr)
+    fmt = LOG_FORMAT
+    if args.name:
+        # (%-free and escaped: it becomes part of the format string)
+        fmt = fmt.replace("%(name)s:", escape(args.name).replace("%", "%%") + " %(name)s:")
+    stderr.setFormatter(SafeFormatter(fmt, syslog_prefix=args.syslog_prefix))
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), handlers=[stderr])
     try:
         send = parse_spec(args.m2_send_spec)
         recv = parse_spec(args.m2_recv_spec)
@@ -184,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("request_timeout", "max_body_size", "max_handlers_per_key"):
             if getattr(args, name) < 0:
                 raise SpecError(f"--{name.replace('_', '-')} must be 0 or more")
+        if not 0 <= args.metrics_port <= 65535:
+            raise SpecError("--metrics-port must be 0 (off) or a port number")
         if args.queue_limit < 1:
             raise SpecError("--queue-limit must be positive")
         curve = curve_options(args)
@@ -212,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         drain_timeout=args.drain_timeout,
         subscribe_timeout=args.subscribe_timeout,
         curve=curve,
+        name=args.name,
+        access_log=args.access_log,
+        access_log_format=args.access_log_format,
+        metrics_address=args.metrics_address,
+        metrics_port=args.metrics_port,
     )
     try:
         return dispatcher.run()

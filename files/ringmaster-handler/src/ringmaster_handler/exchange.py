@@ -73,6 +73,7 @@ class Exchange:
         "is_head",
         "keep_alive",
         "messages",
+        "request_id",
         "status",
         "version",
         "written",
@@ -113,6 +114,7 @@ class Exchange:
         self.chunked = False
         self.written = 0  # body bytes accepted (after Content-Length truncation)
         self.messages = 0  # reply messages actually sent
+        self.request_id: str | None = None  # X-Request-Id (a safe token), unless the app sets it
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._last_chunk = 0.0
@@ -232,7 +234,9 @@ class Exchange:
             self._buffer.clear()
             self._buffered = 0
             self._emit(
-                simple_response(500, self.keep_alive, None if not self.is_head else b""),
+                simple_response(
+                    500, self.keep_alive, None if not self.is_head else b"", self.request_id
+                ),
                 self.keep_alive,
             )
             if not self.keep_alive:
@@ -257,7 +261,10 @@ class Exchange:
             plan = app.plan(*key)
         tail, self.content_length, self.keep_alive, self.chunked, self.body_allowed = plan
         # Everything but the Date line is the same for every response with this plan.
-        self.head = app.prefix + tail if app.has_date else app.prefix + date_line() + tail
+        head = app.prefix if app.has_date else app.prefix + date_line()
+        if self.request_id is not None and not app.has_request_id:
+            head += b"X-Request-Id: %s\r\n" % self.request_id.encode("ascii")
+        self.head = head + tail
 
     def _body(self, data: bytes) -> None:
         if self.is_head or not self.body_allowed:
@@ -347,7 +354,10 @@ def _as_bytes(data: object) -> bytes:
 class _AppHead:
     """What an app's status and header list mean for the reply, minus per-request parts."""
 
-    __slots__ = ("body_allowed", "close", "content_length", "has_date", "plans", "prefix")
+    __slots__ = (
+        "body_allowed", "close", "content_length", "has_date", "has_request_id", "plans",
+        "prefix",
+    )  # fmt: skip
 
     def __init__(self, status: str, headers: list) -> None:
         try:
@@ -358,6 +368,7 @@ class _AppHead:
         self.content_length: int | None = None
         self.close = False
         self.has_date = False
+        self.has_request_id = False
         for item in headers:
             if type(item) is not tuple or len(item) != 2:
                 raise AppError(f"response header {item!r} is not a (name, value) tuple")
@@ -386,6 +397,8 @@ class _AppHead:
                 continue
             elif lname == "date":
                 self.has_date = True
+            elif lname == "x-request-id":
+                self.has_request_id = True
             lines += (name, ": ", value, "\r\n")
         try:
             self.prefix = "".join(lines).encode("latin-1")

@@ -16,6 +16,7 @@ from ringmaster_handler.environ import EnvironBuilder
 from ringmaster_handler.errors import ProtocolError
 from ringmaster_handler.exchange import DEFAULT_STREAM_RATE, Exchange
 from ringmaster_handler.request import Request, parse_message, raw_reply_prefix
+from ringmaster_handler.requestid import _SAFE_ID, new_request_id
 from ringmaster_handler.response import simple_response, single_reply_prefix, wants_keep_alive
 from ringmaster_handler.specs import Endpoint
 from ringmaster_handler.stopsignals import drain_fd, stop_signals
@@ -80,7 +81,10 @@ class HandlerLoop:
         max_body_size: int = 0,
         alarm=None,
         multithread: bool = False,
+        recycler=None,
     ) -> None:
+        # --max-requests/--max-age/--max-rss (recycle.py), shared by a process's threads.
+        self.recycler = recycler if recycler is not None and recycler.active else None
         self.stream_rate = stream_rate
         self.upload_store = upload_store
         self.request_timeout = request_timeout
@@ -218,6 +222,8 @@ class HandlerLoop:
                         self._drain_subscriptions()
                     elif sock == wake_r.fileno():
                         drain_fd(wake_r)
+                if self.recycler is not None:
+                    self.recycler.idle_check()
                 continue
             dispatch(msg)
 
@@ -411,6 +417,12 @@ class HandlerLoop:
             log.exception("cannot build an environ for %r", req)
             self._answer(prefix, 400)
             return
+        # The client's X-Request-Id if it is a safe token, else a new one (requestid.py):
+        # the app gets it, and the response returns it.
+        rid = environ.get("HTTP_X_REQUEST_ID")
+        if rid is None or _SAFE_ID.fullmatch(rid) is None:
+            rid = new_request_id()
+        environ["HTTP_X_REQUEST_ID"] = environ["ringmaster.request_id"] = exchange.request_id = rid
         self.served += 1
         timeout = self.request_timeout
         if timeout:
@@ -429,6 +441,8 @@ class HandlerLoop:
             if timeout:
                 self._armed = False
                 self.alarm.clear()
+            if self.recycler is not None:
+                self.recycler.request_done()
 
     def max_payload(self, prefix: bytes) -> int:
         """The largest reply payload one message may carry (0: no limit)."""

@@ -64,14 +64,18 @@ def date_line() -> bytes:
     return _date_line
 
 
-def simple_response(code: int, keep_alive: bool, body: bytes | None = None) -> bytes:
-    """A complete small response the handler makes itself (errors)."""
+def simple_response(
+    code: int, keep_alive: bool, body: bytes | None = None, request_id: str | None = None
+) -> bytes:
+    """A complete small response the handler makes itself (errors). ``request_id``: a safe
+    token (observe.request_id_for) for an X-Request-Id header."""
     status = HTTPStatus(code)
     if body is None:
         body = f"{code} {status.phrase}\n".encode("ascii")
+    rid_line = "" if request_id is None else f"X-Request-Id: {request_id}\r\n"
     head = (
         f"HTTP/1.1 {code} {status.phrase}\r\n"
-        f"{date_line().decode('ascii')}"
+        f"{date_line().decode('ascii')}{rid_line}"
         "Content-Type: text/plain; charset=utf-8\r\n"
         f"Content-Length: {len(body)}\r\n"
         f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"

@@ -90,6 +90,8 @@ UPLOAD_CHUNK = MAX_FRAME - HEAD_LEN
 # them all at once, so without a bound one connection could fill the dispatcher's memory;
 # beyond it the connection is closed (answering out of turn would break the order).
 PIPELINE_LIMIT = 256
+# The status logged for a request whose client went away before its response (nginx's).
+CLIENT_GONE = 499
 # Mongrel2's stream key is looked for this far into a message before parsing its headers.
 _STREAM_SCAN = 16384
 _STREAM_KEY = b"UPLOAD_STREAM"
@@ -282,6 +284,8 @@ class Scheduler:
         # stale reply for one of its own requests.
         self._next_rid = int.from_bytes(os.urandom(8), "little")
         self._who_asked: dict[bytes, float] = {}
+        # The access log and metrics (observe.py), when the dispatcher has either.
+        self.observer = None
         self.stats = {
             "requests": 0,
             "replies": 0,
@@ -337,6 +341,8 @@ class Scheduler:
 
     def _admit(self, msg: bytes, prefix: bytes) -> None:
         """A request whose connection has nothing else in flight: schedule it."""
+        if self.observer is not None:
+            self.observer.begin(prefix, msg)
         if msg.find(_STREAM_KEY, 0, _STREAM_SCAN) >= 0 or len(msg) > _STREAM_SCAN:
             kind = upload_stream_kind(msg)
             if kind == STREAM_FIRST:
@@ -345,6 +351,8 @@ class Scheduler:
             if kind == STREAM_MORE:
                 # The rest of an upload we already gave up on (cancelled or refused).
                 self.stats["stray"] += 1
+                if self.observer is not None:
+                    self.observer.drop(prefix)
                 self._release(prefix)
                 return
             if len(msg) > UPLOAD_CHUNK:
@@ -407,6 +415,8 @@ class Scheduler:
                             job.upload is not None and len(frame) == HEAD_LEN + len(job.prefix)
                         ):
                             self._to_m2(frame[HEAD_LEN:])
+                        if self.observer is not None:
+                            self.observer.reply(job.prefix, frame)
                         self.stats["replies"] += 1
                         self._finished(job)
                     else:
@@ -428,6 +438,8 @@ class Scheduler:
                     job.replied = True
                     job.active_at = self.clock()
                     self._to_m2(frame[HEAD_LEN:])
+                    if self.observer is not None:
+                        self.observer.reply(job.prefix, frame)
                 else:
                     self._forged(w, job, frame)
         elif kind == K_CONSUMED:
@@ -583,6 +595,8 @@ class Scheduler:
 
     def _finished(self, job: Job) -> None:
         """``job``'s request is over: its connection's next request may go."""
+        if self.observer is not None:
+            self.observer.end(job.prefix)
         if job.upload is not None and self.uploads.get(job.prefix) is job.upload:
             # Answered before its whole body arrived: Mongrel2's upload task waits for
             # credits, and only a cancel ends it (after the reply has left: CANCEL_DELAY).
@@ -822,6 +836,8 @@ class Scheduler:
             return
         n = len(body)
         upload.received += n
+        if self.observer is not None and self.observer.metrics is not None:
+            self.observer.metrics.upload_bytes += n
         if self.max_body_size and upload.received > self.max_body_size:
             self._refuse_body(upload)
             return
@@ -889,11 +905,15 @@ class Scheduler:
                     del self.queue[i]
                     break
             self.conns.pop(prefix, None)
+            if self.observer is not None:
+                self.observer.end(prefix, CLIENT_GONE)
         elif not job.stolen:
             # The worker answers F, which is then legitimate; its replies are dropped.
             job.stolen = True
             self._to_worker(job.worker.ident, ABORT + job.rid)
             self.conns.pop(prefix, None)
+            if self.observer is not None:
+                self.observer.end(prefix, CLIENT_GONE)
 
     # -- workers coming and going ---------------------------------------------------------
 
@@ -992,6 +1012,9 @@ class Scheduler:
                 self.stats["failed"] += 1
         if retry:
             self.stats["retries"] += len(retry)
+            if self.observer is not None:
+                for _msg, _arrived, prefix in retry:
+                    self.observer.retried(prefix)
             self.queue.extendleft(reversed(retry))
             self._offer()
 
@@ -1012,10 +1035,11 @@ class Scheduler:
         CANCEL_DELAY, or the response would be lost (measured).
         """
         self.conns.pop(prefix, None)
+        rid = self.observer.answered(prefix, code) if self.observer is not None else None
         upload = self.uploads.pop(prefix, None) if self.uploads else None
         if upload is None:
             if code:
-                self._to_m2(prefix + simple_response(code, False))
+                self._to_m2(prefix + simple_response(code, False, request_id=rid))
             self._to_m2(prefix)
             return
         job = upload.job
@@ -1027,7 +1051,7 @@ class Scheduler:
                     del self.queue[i]
                     break
         if code:
-            self._to_m2(prefix + simple_response(code, False))
+            self._to_m2(prefix + simple_response(code, False, request_id=rid))
             self.cancels.append((self.clock() + CANCEL_DELAY, prefix))
         else:
             self._to_m2(cancel_message(prefix))

@@ -46,6 +46,7 @@ class ThreadedWorker:
         make_loop: Callable[..., WorkerLoop],
         threads: int,
         request_timeout: float = 0.0,
+        recycler=None,
     ) -> None:
         if threads < 1:
             raise ValueError("threads must be at least 1")
@@ -55,6 +56,17 @@ class ThreadedWorker:
         self.loops = [make_loop(i, self.alarm.slot(i), proc_id) for i in range(threads)]
         self.stopping = False
         self.failed = False
+        # --max-requests etc. (recycle.py): a serving thread that sees the process's limit
+        # stops the process as SIGTERM would, and wakes the main thread through this pair.
+        self._recycle_r, self._recycle_w = socket.socketpair()
+        self._recycle_w.setblocking(False)
+        if recycler is not None:
+            recycler.on_limit = self._recycle
+
+    def _recycle(self, _reason: str) -> None:
+        self.stopping = True
+        with contextlib.suppress(OSError):
+            self._recycle_w.send(b"r")
 
     def request_stop(self, *_args) -> None:
         # Runs as a signal handler: only set a flag, the main thread does the rest.
@@ -84,6 +96,8 @@ class ThreadedWorker:
                 for r, w in wakers:
                     r.close()
                     w.close()
+                self._recycle_r.close()
+                self._recycle_w.close()
                 ctx.term()
         served = sum(loop.served for loop in self.loops)
         log.info("stopped after %d requests on %d threads", served, self.threads)
@@ -92,8 +106,8 @@ class ThreadedWorker:
     def _watch(self, wake_r: socket.socket, threads: list[threading.Thread]) -> None:
         """Wait for a stop signal, or for a thread that ended by itself."""
         while not self.stopping:
-            ready, _, _ = select.select([wake_r], [], [], WATCH_INTERVAL)
-            if ready:
+            ready, _, _ = select.select([wake_r, self._recycle_r], [], [], WATCH_INTERVAL)
+            if wake_r in ready:
                 drain_fd(wake_r)
             if not all(t.is_alive() for t in threads):
                 log.error("a serving thread ended; stopping the others")

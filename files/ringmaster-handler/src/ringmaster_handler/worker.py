@@ -206,7 +206,7 @@ class WorkerLoop(HandlerLoop):
                     # everything else) until it is complete; requests keep their order.
                     if self.outbox:
                         self.push_quietly()
-                    self._wait(IDLE_POLL_MS)
+                    self._idle_wait()
                     continue
                 if clock() - self._last_drained >= CANCEL_CHECK_AFTER:
                     self._wait(0)
@@ -223,14 +223,14 @@ class WorkerLoop(HandlerLoop):
                     if self.outbox:
                         self.push_quietly()
                         continue
-                    self._wait(IDLE_POLL_MS)
+                    self._idle_wait()
                     continue
                 self._on_frame(single, frame)
             else:
                 if self.outbox:
                     self.push_quietly()
                     continue
-                self._wait(IDLE_POLL_MS)
+                self._idle_wait()
 
     def _drain(self) -> None:
         """After a stop: say bye, serve what the dispatchers sent before they heard it."""
@@ -275,6 +275,11 @@ class WorkerLoop(HandlerLoop):
         poller.register(wake_r, zmq.POLLIN)
         self._poller = poller
         self._wake = wake_r
+
+    def _idle_wait(self) -> None:
+        self._wait(IDLE_POLL_MS)
+        if self.recycler is not None:
+            self.recycler.idle_check()
 
     def _wait(self, timeout_ms: float) -> None:
         """Take everything that has arrived (waiting up to ``timeout_ms`` for something)."""
