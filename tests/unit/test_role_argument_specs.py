@@ -31,7 +31,8 @@ def role(request):
 
 
 def test_every_role_is_checked():
-    assert set(ROLE_NAMES) == {"circus", "mongrel2", "wsgi_app"}
+    # common, the internal role, has no variables of its own (only entry-point parameters).
+    assert set(ROLE_NAMES) == {"circus", "mongrel2", "wsgi_app", "wsgi_app_dispatcher"}
 
 
 def test_same_variables(role):
@@ -71,3 +72,20 @@ def test_variables_are_prefixed(role):
     name, defaults, _ = role
     for key in defaults:
         assert key.startswith(f"{name}_"), f"{name}: {key}"
+
+
+def test_no_variable_belongs_to_two_roles():
+    # wsgi_app_dispatcher_* also starts with wsgi_app_: each is defined by one role only.
+    seen = {}
+    for name in ROLE_NAMES:
+        for key in _load(name, "defaults", "main.yml"):
+            assert key not in seen, f"{key}: {seen.get(key)} and {name}"
+            seen[key] = name
+
+
+def test_defaults_order_matches_the_spec():
+    # The spec mirrors the defaults in the same order, so both read as one grouped list.
+    for name in ROLE_NAMES:
+        defaults = list(_load(name, "defaults", "main.yml"))
+        spec = list(_load(name, "meta", "argument_specs.yml")["argument_specs"]["main"]["options"])
+        assert spec == defaults, name

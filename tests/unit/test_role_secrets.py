@@ -38,8 +38,8 @@ def test_tasks_touching_secret_keys_have_no_log():
 
 
 WSGI_TASKS = ROLES / "wsgi_app" / "tasks"
-# The variable itself, not _wsgi_app_env_dir, _wsgi_app_env_id or the loop variable _wsgi_app_env.
-ENV_VARIABLE = re.compile(r"(?<![_A-Za-z0-9])wsgi_app_env(?![_A-Za-z0-9])")
+# The variable itself, or the handlers' environment built from it (vars/main.yml), not _wsgi_app_env_dir.
+ENV_VARIABLE = re.compile(r"(?<![_A-Za-z0-9])(wsgi_app_env|_wsgi_app_handler_env)(?![_A-Za-z0-9])")
 
 
 def _task_list(name):
