@@ -2,7 +2,9 @@
 # Everything a fresh Debian 12 machine (as root) lacks to run the lab and the
 # tests: Debian packages, the control-node virtualenv, the collection link and
 # the test image. Safe to run again: each step is skipped when already done.
-# Sourced by demo.sh and test.sh.
+# Sourced by demo.sh and test.sh; run on its own (`bash tools/bootstrap.sh`) it
+# sets up the machine for typing `molecule test` and the playbooks by hand
+# (after `. .venv/bin/activate`).
 set -euo pipefail
 
 RINGMASTER_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -81,3 +83,7 @@ ringmaster_bootstrap() {
     export PYTHONDONTWRITEBYTECODE=1
     "$RINGMASTER_ROOT/tools/build-image.sh"
 }
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    ringmaster_bootstrap
+fi

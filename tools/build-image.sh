@@ -3,7 +3,9 @@
 # so the image is debootstrapped and imported into podman.
 set -euo pipefail
 
-image="${RINGMASTER_IMAGE:-localhost/ringmaster-debian12:latest}"
+# The tag names the image's contents: raise it when they change, so a machine that holds an
+# older build gets a new one instead of reusing it (2: openssh-server, for SSH like production).
+image="${RINGMASTER_IMAGE:-localhost/ringmaster-debian12:2}"
 here="$(cd "$(dirname "$0")/.." && pwd)"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$here/tools/containers.conf}"
 
@@ -23,7 +25,7 @@ cleanup() {
 trap cleanup EXIT
 
 debootstrap --variant=minbase \
-    --include=python3,python3-apt,python3-venv,python3-packaging,systemd,systemd-sysv,sudo,ca-certificates,iproute2,procps,curl \
+    --include=python3,python3-apt,python3-venv,python3-packaging,systemd,systemd-sysv,sudo,ca-certificates,iproute2,procps,curl,openssh-server,openssh-sftp-server \
     bookworm "$root"
 
 # The host's own CA bundle additions, or pip/apt over TLS fail inside the containers.
@@ -40,6 +42,18 @@ for unit in systemd-resolved.service getty.target console-getty.service systemd-
             systemd-udev-trigger.service systemd-networkd-wait-online.service; do
     ln -sf /dev/null "$root/etc/systemd/system/$unit"
 done
+# sshd: the lab and Molecule reach the containers over SSH, as operators reach their hosts.
+# Each container makes its own host keys at first boot (none are baked into the image);
+# loginuid cannot be set without CAP_AUDIT_CONTROL, which containers lack.
+rm -f "$root"/etc/ssh/ssh_host_*
+mkdir -p "$root/etc/systemd/system/ssh.service.d"
+cat > "$root/etc/systemd/system/ssh.service.d/hostkeys.conf" <<'UNIT'
+[Service]
+ExecStartPre=
+ExecStartPre=/usr/bin/ssh-keygen -A
+ExecStartPre=/usr/sbin/sshd -t
+UNIT
+sed -i -E 's/^(session\s+)required(\s+pam_loginuid\.so)/\1optional\2/' "$root/etc/pam.d/sshd"
 apt_lists="$root/var/lib/apt/lists"
 rm -rf "${apt_lists:?}"/* "$root/var/cache/apt/archives/"*.deb
 # An empty list dir with a fresh mtime makes apt's cache_valid_time skip the update.

@@ -2,8 +2,10 @@
 """Inject a fault and time the recovery, in one process on the host itself.
 
 Sends a signal to the given PIDs (or runs a shell command: the fault), then
-polls until a URL answers 200 or a command exits 0, and prints {"seconds": ...} (from the signal to the first
-success). Polling from Ansible would measure the connection's latency instead.
+polls until a URL answers 200 or a command exits 0, and prints {"seconds": ..., "at": ...}: from the signal
+to the first success, and when the fault hit (seconds since the epoch, the clock every container on the machine
+shares, so loadcount.py can count the requests in flight then). Polling from Ansible would measure the
+connection's latency instead.
 """
 
 import argparse
@@ -39,18 +41,19 @@ def main(argv=None) -> int:
 
     sig = getattr(signal, f"SIG{args.signal}")
     started = time.monotonic()
+    at = round(time.time(), 3)
     for pid in args.pid:
         os.kill(pid, sig)
     if args.run and subprocess.run(args.run, shell=True, check=False).returncode != 0:
-        print(json.dumps({"seconds": None, "error": f"the fault command failed: {args.run}"}))
+        print(json.dumps({"seconds": None, "at": at, "error": f"the fault command failed: {args.run}"}))
         return 1
     time.sleep(args.settle)
     while time.monotonic() - started < args.timeout:
         if recovered(args):
-            print(json.dumps({"seconds": round(time.monotonic() - started, 3)}))
+            print(json.dumps({"seconds": round(time.monotonic() - started, 3), "at": at}))
             return 0
         time.sleep(0.05)
-    print(json.dumps({"seconds": None, "error": f"not recovered within {args.timeout} s"}))
+    print(json.dumps({"seconds": None, "at": at, "error": f"not recovered within {args.timeout} s"}))
     return 1
 
 

@@ -13,6 +13,12 @@ A request counts as lost when its whole exchange, not a single read, takes longe
 --timeout: a reply that trickles in is not an answer. Every request a thread sent is counted
 even when the thread dies; a thread that died of an unexpected exception makes the exit
 status 1 ("crashed" in the JSON).
+
+"began" and "ended" (seconds since the epoch: one clock for every container on a machine) say
+when the load ran, so a check can tell that it covered an operation. With --instant-file, a file
+that holds such a time (a fault's, written when the load is asked to stop), "at_instant" counts
+the requests that were in flight at that instant by method and outcome ("ok_GET",
+"status_502_POST", "lost_GET", "error_GET", ...): proof that a fault met requests under way.
 """
 
 import argparse
@@ -60,7 +66,8 @@ def exchange(conn, method, path, body, timeout):
     return resp.status, b"".join(chunks), resp.will_close
 
 
-def client(args, deadline, totals, lock):
+def client(args, deadline, totals, lock, spans):
+    """One keep-alive connection's requests; ``spans`` gets (start, end, method, outcome) of each."""
     conn = None
     local = Counter()
     hosts = Counter()
@@ -74,6 +81,8 @@ def client(args, deadline, totals, lock):
             local["sent"] += 1
             local[f"sent_{method}"] += 1
             started = time.monotonic()
+            began = time.time()
+            outcome = "error"
             try:
                 if conn is None:
                     conn = http.client.HTTPConnection(args.host, args.port, timeout=args.timeout)
@@ -82,6 +91,7 @@ def client(args, deadline, totals, lock):
                 )
                 # Answered requests only: lost ones are counted as lost.
                 slowest = max(slowest, time.monotonic() - started)
+                outcome = "ok" if 200 <= status < 300 else f"status_{status}"
                 if 200 <= status < 300:
                     local["ok"] += 1
                     match = HOST_RE.search(body)
@@ -98,6 +108,7 @@ def client(args, deadline, totals, lock):
                     conn.close()
                     conn = None
             except (Lost, TimeoutError):
+                outcome = "lost"
                 local["lost"] += 1
                 local[f"lost_{method}"] += 1
                 conn.close()
@@ -109,6 +120,8 @@ def client(args, deadline, totals, lock):
                     conn.close()
                 conn = None
                 time.sleep(0.05)
+            finally:
+                spans.append((began, time.time(), method, outcome))
             if args.pause:
                 time.sleep(args.pause)
     except BaseException:
@@ -123,6 +136,22 @@ def client(args, deadline, totals, lock):
             totals["hosts"].update(hosts)
             totals["tally"].update(tally)
             totals["slowest_answer"] = max(totals.get("slowest_answer", 0.0), slowest)
+
+
+def in_flight(spans, instant_file):
+    """Requests under way at the time the file holds, by outcome and method (empty without one)."""
+    try:
+        with open(instant_file) as fh:
+            instant = float(fh.read().strip())
+    except (OSError, ValueError):
+        return {}
+    counts = Counter()
+    for began, ended, method, outcome in spans:
+        if began <= instant <= ended:
+            counts["sent"] += 1
+            counts[f"sent_{method}"] += 1
+            counts[f"{outcome}_{method}"] += 1
+    return {"instant": instant, **counts}
 
 
 def main(argv=None) -> int:
@@ -144,6 +173,10 @@ def main(argv=None) -> int:
     parser.add_argument("--pause", type=float, default=0.0, help="seconds between a client's requests")
     parser.add_argument("--stop-file", default="/tmp/loadcount.stop")
     parser.add_argument(
+        "--instant-file",
+        help="a file holding a time (seconds since the epoch): count the requests in flight then",
+    )
+    parser.add_argument(
         "--tally",
         type=lambda text: re.compile(text.encode()),
         help="count 2xx answers by this regex's groups (e.g. the app version and host)",
@@ -154,17 +187,28 @@ def main(argv=None) -> int:
     totals["hosts"] = Counter()
     totals["tally"] = Counter()
     lock = threading.Lock()
+    spans = []  # list.append is atomic: the threads share it
     deadline = time.monotonic() + args.duration
     started = time.monotonic()
-    threads = [threading.Thread(target=client, args=(args, deadline, totals, lock)) for _ in range(args.clients)]
+    began = time.time()
+    threads = [threading.Thread(target=client, args=(args, deadline, totals, lock, spans)) for _ in range(args.clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    ended = time.time()
     hosts = dict(totals.pop("hosts"))
     tally = dict(totals.pop("tally"))
     stopped_by = "stop-file" if os.path.exists(args.stop_file) else "duration"
-    result = {"seconds": round(time.monotonic() - started, 1), "hosts": hosts, "stopped_by": stopped_by}
+    result = {
+        "seconds": round(time.monotonic() - started, 1),
+        "began": round(began, 3),
+        "ended": round(ended, 3),
+        "hosts": hosts,
+        "stopped_by": stopped_by,
+    }
+    if args.instant_file:
+        result["at_instant"] = in_flight(spans, args.instant_file)
     if args.tally:
         result["tally"] = tally
     result.update({key: totals.get(key, 0) for key in ("sent", "ok", "failed", "lost", "crashed")})

@@ -12,7 +12,7 @@ import uuid
 import pytest
 from playbook_run import REPO, run_playbook
 
-IMAGE = os.environ.get("RINGMASTER_IMAGE", "localhost/ringmaster-debian12:latest")
+IMAGE = os.environ.get("RINGMASTER_IMAGE", "localhost/ringmaster-debian12:2")
 
 CASES = [
     pytest.param({"wsgi_app_processes": -1}, "wsgi_app_processes", id="negative-process-count"),

@@ -44,6 +44,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(0.1)
         else:
+            if self.mode == "slow":
+                time.sleep(0.3)
             self.wfile.write(body)
 
     do_GET = do_POST = _answer
@@ -127,3 +129,24 @@ def test_refused_connections_fail_not_hang(tmp_path):
     code, result, _ = run(port, tmp_path, "--duration", "0.5")
     assert code == 0
     assert result["failed"] == result["sent"] > 0
+
+
+def test_requests_in_flight_at_an_instant(tmp_path):
+    instant = tmp_path / "instant"
+    with server("slow") as port:
+        # Each reply takes 0.3 s and each client always has one under way: both are in flight
+        # at any instant of the run (the time is read only when the load ends).
+        instant.write_text(f"{time.time() + 0.5}\n")
+        code, result, _ = run(port, tmp_path, "--duration", "1", "--instant-file", str(instant))
+    assert code == 0, result
+    at = result["at_instant"]
+    assert at["sent"] == at["sent_GET"] == at["ok_GET"] == 2, result
+    assert result["began"] < at["instant"] < result["ended"], result
+
+
+def test_no_instant_no_counts(tmp_path):
+    with server("ok") as port:
+        code, result, _ = run(port, tmp_path, "--duration", "0.3", "--instant-file", str(tmp_path / "none"))
+    assert code == 0
+    assert result["at_instant"] == {}
+    assert result["ended"] - result["began"] >= 0.3
