@@ -50,6 +50,9 @@ bash tests/integration/targets/circus_watcher/run-local.sh
 stage "deploy.yml and scale.yml: bad input fails before any change (real container)"
 python -m pytest -q -p no:cacheprovider tests/integration/test_deploy_preflight.py tests/integration/test_scale_preflight.py
 
+stage "the circus contract: other group names and circus paths, deploy/scale/status end to end (real container)"
+python -m pytest -q -p no:cacheprovider tests/integration/test_circus_contract.py
+
 for scenario in "${scenarios[@]}"; do
     stage "molecule test -s $scenario"
     molecule test -s "$scenario"
