@@ -1,7 +1,10 @@
 """Run one of the collection's playbooks the way an operator does, for tests that check its output."""
 
+import contextlib
 import json
 import subprocess
+import time
+import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,3 +22,24 @@ def run_playbook(name, inventory, extra_vars, scratch, timeout=300):
         timeout=timeout,
     )
     return result.returncode, result.stdout + result.stderr
+
+
+def podman(*args, check=True):
+    return subprocess.run(["podman", *args], check=check, capture_output=True, text=True)
+
+
+@contextlib.contextmanager
+def booted_container(prefix, image):
+    """A fresh systemd container from image, once systemd is up; removed afterwards. Yields its name."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    podman("run", "-d", "--name", name, "--hostname", name, "--systemd=always", image, "/sbin/init")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = podman("exec", name, "systemctl", "is-system-running", check=False).stdout.strip()
+            if state in ("running", "degraded"):
+                break
+            time.sleep(1)
+        yield name
+    finally:
+        podman("rm", "-f", "-t", "0", name, check=False)

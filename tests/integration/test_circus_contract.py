@@ -11,11 +11,9 @@ without them must fail, or this test would prove nothing.
 import json
 import os
 import subprocess
-import time
-import uuid
 
 import pytest
-from playbook_run import REPO, run_playbook
+from playbook_run import REPO, booted_container, podman, run_playbook
 
 IMAGE = os.environ.get("RINGMASTER_IMAGE", "localhost/ringmaster-debian12:latest")
 RUNTIME_DIR = "/run/circus-contract"
@@ -31,21 +29,9 @@ GET = (
 )
 
 
-def _podman(*args, check=True):
-    return subprocess.run(["podman", *args], check=check, capture_output=True, text=True)
-
-
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    name = f"ringmaster-contract-{uuid.uuid4().hex[:8]}"
-    _podman("run", "-d", "--name", name, "--hostname", name, "--systemd=always", IMAGE, "/sbin/init")
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            state = _podman("exec", name, "systemctl", "is-system-running", check=False).stdout.strip()
-            if state in ("running", "degraded"):
-                break
-            time.sleep(1)
+    with booted_container("ringmaster-contract", IMAGE) as name:
         inventory = tmp_path_factory.mktemp("inventory") / "hosts.yml"
         inventory.write_text(
             json.dumps(
@@ -68,8 +54,6 @@ def host(tmp_path_factory):
             )
         )
         yield name, inventory
-    finally:
-        _podman("rm", "-f", "-t", "0", name, check=False)
 
 
 def _status(inventory, tmp_path):
@@ -87,10 +71,10 @@ def test_deploy_scale_and_status_reach_a_circusd_set_up_elsewhere(host, tmp_path
     assert rc == 0, output
     # The first deploy writes the watcher file, so the readiness wait (circus_info) ran and passed.
     assert "Ready | The new processes are up" in output, output
-    assert _podman("exec", name, "test", "-S", f"{RUNTIME_DIR}/control.sock", check=False).returncode == 0
-    assert _podman("exec", name, "test", "-e", "/run/circus", check=False).returncode != 0
-    assert _podman("exec", name, "test", "-e", "/opt/ringmaster/circus/venv", check=False).returncode != 0
-    greeting = _podman("exec", name, "python3", "-c", GET, "http://127.0.0.1:6767/")
+    assert podman("exec", name, "test", "-S", f"{RUNTIME_DIR}/control.sock", check=False).returncode == 0
+    assert podman("exec", name, "test", "-e", "/run/circus", check=False).returncode != 0
+    assert podman("exec", name, "test", "-e", "/opt/ringmaster/circus/venv", check=False).returncode != 0
+    greeting = podman("exec", name, "python3", "-c", GET, "http://127.0.0.1:6767/")
     assert greeting.stdout.startswith("Hello from ringmaster"), greeting.stdout + greeting.stderr
 
     rc, output = run_playbook("scale", inventory, {"workers": 3}, tmp_path)

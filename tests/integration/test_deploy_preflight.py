@@ -5,12 +5,10 @@ Runs the real playbook against a fresh systemd container from the test image.
 
 import json
 import os
-import subprocess
 import time
-import uuid
 
 import pytest
-from playbook_run import REPO, run_playbook
+from playbook_run import REPO, booted_container, podman, run_playbook
 
 IMAGE = os.environ.get("RINGMASTER_IMAGE", "localhost/ringmaster-debian12:2")
 
@@ -76,25 +74,13 @@ CASES = [
 ]
 
 
-def _podman(*args, check=True):
-    return subprocess.run(["podman", *args], check=check, capture_output=True, text=True)
-
-
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    name = f"ringmaster-preflight-{uuid.uuid4().hex[:8]}"
-    _podman("run", "-d", "--name", name, "--hostname", name, "--systemd=always", IMAGE, "/sbin/init")
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            state = _podman("exec", name, "systemctl", "is-system-running", check=False).stdout.strip()
-            if state in ("running", "degraded"):
-                break
-            time.sleep(1)
+    with booted_container("ringmaster-preflight", IMAGE) as name:
         # Everything a deploy would touch is compared against this moment.
-        _podman("exec", name, "touch", "-d", "@1", "/root/.before-preflight")
+        podman("exec", name, "touch", "-d", "@1", "/root/.before-preflight")
         time.sleep(1.1)
-        _podman("exec", name, "touch", "/root/.before-preflight")
+        podman("exec", name, "touch", "/root/.before-preflight")
         inventory = tmp_path_factory.mktemp("inventory") / "hosts.yml"
         inventory.write_text(
             json.dumps(
@@ -112,12 +98,10 @@ def host(tmp_path_factory):
             )
         )
         yield name, inventory
-    finally:
-        _podman("rm", "-f", "-t", "0", name, check=False)
 
 
 def _changed_paths(name):
-    found = _podman(
+    found = podman(
         "exec",
         name,
         "find",
@@ -141,7 +125,7 @@ def test_bad_input_fails_before_any_change(host, tmp_path, extra_vars, named):
     # The first play is the preflight; no later play may have started.
     assert "PLAY [Circus on every host]" not in output, output
     assert _changed_paths(name) == []
-    assert _podman("exec", name, "dpkg-query", "-W", "mongrel2-core", check=False).returncode != 0
+    assert podman("exec", name, "dpkg-query", "-W", "mongrel2-core", check=False).returncode != 0
 
 
 # A second inventory name for the same container is a worker on "another host": enough to
