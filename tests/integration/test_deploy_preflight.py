@@ -43,6 +43,7 @@ CASES = [
         "wsgi_app_dispatcher_queue_timeout",
         id="negative-queue-timeout",
     ),
+    pytest.param({"wsgi_app_dispatcher_heartbeat": 0}, "wsgi_app_dispatcher_heartbeat", id="heartbeat-zero"),
     pytest.param({"circus_venv_dir": "relative/venv"}, "circus_venv_dir", id="relative-path"),
     pytest.param({"wsgi_app_curve": "maybe"}, "wsgi_app_curve", id="curve-not-a-bool"),
     pytest.param({"wsgi_app_curve_dir": "keys"}, "wsgi_app_curve_dir", id="curve-dir-relative"),
