@@ -58,6 +58,16 @@ CASES = [
         "wsgi_app_dispatcher_max_handlers_per_key",
         id="more-processes-than-a-key-may-hold",
     ),
+    pytest.param(
+        {"wsgi_app_processes": 3, "wsgi_app_threads": 2, "wsgi_app_dispatcher_max_handlers_per_key": 4},
+        "wsgi_app_threads",
+        id="more-threads-than-a-key-may-hold",
+    ),
+    pytest.param(
+        {"wsgi_app_mode": "direct", "wsgi_app_curve": False, "mongrel2_upload_stream": False, "wsgi_app_threads": 2},
+        "wsgi_app_threads",
+        id="threads-in-direct-mode",
+    ),
     pytest.param({"mongrel2_handler_transport": "udp"}, "mongrel2_handler_transport", id="unknown-transport"),
     pytest.param(
         {"wsgi_app_mode": "direct", "wsgi_app_curve": False}, "mongrel2_upload_stream", id="direct-mode-with-streaming"
