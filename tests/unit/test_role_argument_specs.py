@@ -13,6 +13,7 @@ TYPES = {
     "str": (str,),
     "path": (str,),
     "int": (int,),
+    "float": (float, int),
     "bool": (bool,),
     "list": (list,),
     "dict": (dict,),
