@@ -5,6 +5,7 @@ import contextlib
 import hashlib
 import json
 import os
+import pathlib
 import shutil
 import signal
 import socket
@@ -107,6 +108,9 @@ def test_four_threads_run_four_slow_requests_at_once_and_never_more(tmp_path):
     with Stack(tmp_path) as stack:
         w = stack.add(4)
         assert stack.call("/")[1]["multithread"] is True
+        # What ps shows says how many requests the process takes at once.
+        cmdline = pathlib.Path(f"/proc/{w.proc.pid}/cmdline").read_bytes()
+        assert cmdline.startswith(b"ringmaster-wsgi threaded_app:app (4 threads) -> "), cmdline
         began = time.monotonic()
         results = stack.together([(f"/slow?s={SLEEP}",)] * 4)
         took = time.monotonic() - began

@@ -323,7 +323,9 @@ def main(argv: list[str] | None = None) -> int:
         from ringmaster_handler.worker import WorkerLoop
 
         urls = [d.url for d in dispatchers]
-        set_title(f"{PROG} {args.app} -> {args.send_spec}")
+        # ps and pgrep show how many requests the process takes at once.
+        threads = f" ({args.threads} threads)" if args.threads > 1 else ""
+        set_title(f"{PROG} {args.app}{threads} -> {args.send_spec}")
         if args.threads == 1:
             loop = WorkerLoop(app, urls, app_name=args.app, curve=curve, **options)
             recycler.on_limit = loop.request_stop
