@@ -11,10 +11,16 @@ import logging
 import os
 import sys
 
-from ringmaster_handler import __version__
 from ringmaster_handler.curve import ClientSide, CurveError, load_keypair, load_server_keys
 from ringmaster_handler.exchange import DEFAULT_STREAM_RATE
 from ringmaster_handler.logs import SafeFormatter
+from ringmaster_handler.options import (
+    LOG_FORMAT,
+    add_curve_group,
+    add_log_level,
+    add_subscribe_timeout,
+    add_version,
+)
 from ringmaster_handler.specs import SpecError, pair_specs, parse_spec_list
 from ringmaster_handler.uploads import DEFAULT_TEMP_STORE
 
@@ -22,7 +28,6 @@ from ringmaster_handler.uploads import DEFAULT_TEMP_STORE
 TIMEOUT_GRACE = 2.0
 
 PROG = "ringmaster-wsgi"
-LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
 
 
 class UsageError(Exception):
@@ -62,12 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
             "for thread-safe apps (wsgi.multithread is then true); default: 1"
         ),
     )
-    p.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="log level for stderr (default: info)",
-    )
+    add_log_level(p)
     p.add_argument(
         "--upload-root",
         default="/var/lib/mongrel2",
@@ -153,13 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="add DIR to sys.path before importing the app (repeatable)",
     )
-    p.add_argument(
-        "--subscribe-timeout",
-        type=float,
-        default=5.0,
-        metavar="SECONDS",
-        help="how long to wait for Mongrel2 to subscribe before taking requests (default: 5)",
-    )
+    add_subscribe_timeout(p)
     p.add_argument(
         "--stream-rate",
         type=float,
@@ -171,16 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
             f"(default: {DEFAULT_STREAM_RATE // 2**20})"
         ),
     )
-    curve = p.add_argument_group(
-        "CURVE (with --dispatcher: encrypted, authenticated connections; both options or neither)"
-    )
-    curve.add_argument(
-        "--curve-secret-key",
-        metavar="FILE",
-        help=(
-            "our keypair: a ZeroMQ certificate with public-key and secret-key (NAME.key_secret "
-            "from `python -m ringmaster_handler.curve DIR NAME`); must be mode 0600 or stricter"
-        ),
+    curve = add_curve_group(
+        p,
+        "CURVE (with --dispatcher: encrypted, authenticated connections; both options or neither)",
     )
     curve.add_argument(
         "--curve-server-keys",
@@ -204,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="path (and ?query) of the --check request; empty to only import (default: /)",
     )
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_version(p)
     return p
 
 

@@ -4,12 +4,17 @@ import argparse
 import logging
 import sys
 
-from ringmaster_handler import __version__
 from ringmaster_handler.curve import CurveError, ServerSide, load_authorized, load_keypair
+from ringmaster_handler.options import (
+    LOG_FORMAT,
+    add_curve_group,
+    add_log_level,
+    add_subscribe_timeout,
+    add_version,
+)
 from ringmaster_handler.specs import SpecError, parse_spec, parse_spec_list
 
 PROG = "ringmaster-dispatcher"
-LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,12 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("m2_send_spec", help="where Mongrel2 sends requests (its send_spec)")
     p.add_argument("m2_recv_spec", help="where Mongrel2 receives replies (its recv_spec)")
     p.add_argument("bind_spec", help="where handlers connect (we bind)")
-    p.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="log level for stderr (default: info)",
-    )
+    add_log_level(p)
     p.add_argument(
         "--prefetch",
         type=int,
@@ -167,23 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="on SIGTERM, how long to wait for handlers to finish what they hold (default: 10)",
     )
-    p.add_argument(
-        "--subscribe-timeout",
-        type=float,
-        default=5.0,
-        metavar="SECONDS",
-        help="how long to wait for Mongrel2 to subscribe before taking requests (default: 5)",
-    )
-    curve = p.add_argument_group(
-        "CURVE (encrypted, authenticated handler connections; both options or neither)"
-    )
-    curve.add_argument(
-        "--curve-secret-key",
-        metavar="FILE",
-        help=(
-            "our keypair: a ZeroMQ certificate with public-key and secret-key (NAME.key_secret "
-            "from `python -m ringmaster_handler.curve DIR NAME`); must be mode 0600 or stricter"
-        ),
+    add_subscribe_timeout(p)
+    curve = add_curve_group(
+        p, "CURVE (encrypted, authenticated handler connections; both options or neither)"
     )
     curve.add_argument(
         "--curve-authorized-keys",
@@ -193,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
             "connect; read again when it changes"
         ),
     )
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_version(p)
     return p
 
 
