@@ -68,6 +68,15 @@ CASES = [
         "wsgi_app_threads",
         id="threads-in-direct-mode",
     ),
+    pytest.param({"wsgi_app_max_requests": "1k"}, "wsgi_app_max_requests", id="max-requests-not-a-number"),
+    pytest.param(
+        {"wsgi_app_max_requests_jitter": 10}, "wsgi_app_max_requests_jitter", id="jitter-without-max-requests"
+    ),
+    pytest.param(
+        {"wsgi_app_mode": "direct", "wsgi_app_curve": False, "mongrel2_upload_stream": False, "wsgi_app_max_rss": 200},
+        "wsgi_app_max_rss",
+        id="recycling-in-direct-mode",
+    ),
     pytest.param({"mongrel2_handler_transport": "udp"}, "mongrel2_handler_transport", id="unknown-transport"),
     pytest.param(
         {"wsgi_app_mode": "direct", "wsgi_app_curve": False}, "mongrel2_upload_stream", id="direct-mode-with-streaming"

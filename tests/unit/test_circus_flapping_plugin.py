@@ -71,15 +71,16 @@ def plugin(tmp_path):
         yield p
 
 
-def event(plugin, watcher, action, pid):
-    plugin.handle_recv((f"watcher.{watcher}.{action}".encode(), json.dumps({"process_pid": pid}).encode()))
+def event(plugin, watcher, action, pid, **details):
+    message = json.dumps({"process_pid": pid, **details}).encode()
+    plugin.handle_recv((f"watcher.{watcher}.{action}".encode(), message))
 
 
-def crash_loop(plugin, watcher, exits, first_pid=100):
+def crash_loop(plugin, watcher, exits, first_pid=100, **details):
     """Processes that exit on their own, one per circusd check."""
     for n in range(exits):
         plugin.clock.now += CHECK_DELAY
-        event(plugin, watcher, "reap", first_pid + n)
+        event(plugin, watcher, "reap", first_pid + n, **details)
 
 
 def state(plugin):
@@ -132,6 +133,18 @@ def test_processes_circusd_stops_are_not_crashes(plugin, count):
     for pid in range(count):
         event(plugin, "web", "reap", pid)
     assert plugin.sent == []
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "flapping"),
+    [(0, False), (1, True), (2, True), (-9, True), (None, True)],
+    ids=["clean-exit-recycled", "exit-1", "exit-2-import-error", "sigkill", "unknown"],
+)
+def test_only_unclean_exits_count(plugin, exit_code, flapping):
+    # A recycled handler finishes its requests and exits 0; under load several do so in a row.
+    crash_loop(plugin, "web", 4, exit_code=exit_code)
+    assert (plugin.sent != []) is flapping
+    assert ("web" in state(plugin)) is flapping
 
 
 def test_refused_stop_is_sent_again(plugin):

@@ -17,6 +17,9 @@ subclass sends both as calls, retries a refused one, and:
   their output closed, so the stock plugin's log lines are lost;
 - ignores the exits of processes circusd stopped itself (stop, reload, restart, scale-down): the
   stock plugin counts them too, so a graceful reload of two processes looked like flapping;
+- ignores processes that exited with status 0 on their own: a handler leaves that way when it
+  is recycled (``--max-requests``, ``--max-age``, ``--max-rss``), after finishing its requests,
+  and several leaving close together under load is not a crash loop;
 - subtracts circusd's real ``check_delay`` (``circusd_check_delay``) instead of the 5 s default
   circusd forgets to pass on.
 
@@ -145,9 +148,10 @@ class Flapping(_StockFlapping):
         watcher_name, action, message = self.split_data(data)
         if action in ("kill", "reap"):
             try:
-                pid = json.loads(message).get("process_pid")
+                details = json.loads(message)
+                pid, exit_code = details.get("process_pid"), details.get("exit_code")
             except (ValueError, AttributeError):
-                pid = None
+                pid = exit_code = None
             if action == "kill":
                 # circusd stopping a process (stop, reload, restart, scale-down) is not the process crashing.
                 if len(self.killed) > 10000:
@@ -156,6 +160,9 @@ class Flapping(_StockFlapping):
                 return
             if pid in self.killed:
                 self.killed.discard(pid)
+                return
+            if exit_code == 0:
+                # Left on its own, cleanly: recycled, not crashed.
                 return
         if action == "start" and self.states.get(watcher_name, {}).get("state") == "stopped":
             # Started again by an operator after the plugin gave up.
