@@ -77,6 +77,9 @@ CASES = [
         "wsgi_app_max_rss",
         id="recycling-in-direct-mode",
     ),
+    pytest.param(
+        {"wsgi_app_dispatcher_metrics_port": 9999}, "wsgi_app_dispatcher_metrics_port", id="metrics-on-dispatcher-port"
+    ),
     pytest.param({"mongrel2_handler_transport": "udp"}, "mongrel2_handler_transport", id="unknown-transport"),
     pytest.param(
         {"wsgi_app_mode": "direct", "wsgi_app_curve": False}, "mongrel2_upload_stream", id="direct-mode-with-streaming"

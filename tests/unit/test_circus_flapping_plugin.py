@@ -102,11 +102,14 @@ def test_crash_loop_is_stopped_and_retried(plugin):
     assert plugin.timer.call_args.args[0] == 7.0
 
 
-def test_gives_up_after_max_retry(plugin):
+def test_gives_up_after_max_retry(plugin, caplog):
     for _ in range(3):
         crash_loop(plugin, "web", 2)
     assert plugin.sent == [("stop", "web")] * 3
     assert state(plugin)["web"] == {"state": "stopped", "attempt": 2, "max_retry": 2, "since": plugin.clock.now}
+    # The line to alert on: warning priority in the journal, naming the watcher.
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["web: gave up after 2 retries: the watcher stays stopped until it is started again"]
 
 
 def test_started_by_hand_after_giving_up_is_forgotten(plugin):

@@ -143,6 +143,11 @@ class Flapping(_StockFlapping):
             self.remember(watcher_name, "retrying", tries, max_retry)
         else:
             self.remember(watcher_name, "stopped", tries_before, max_retry)
+            # (the stock plugin says it at info level; this is the line to alert on)
+            logger.warning(
+                "%s: gave up after %d retries: the watcher stays stopped until it is started again",
+                watcher_name, tries_before,
+            )  # fmt: skip
 
     def handle_recv(self, data):
         watcher_name, action, message = self.split_data(data)
