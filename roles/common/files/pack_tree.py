@@ -2,9 +2,11 @@
 
 Copying one archive is a single transfer, and because the same tree always
 gives the same bytes, Ansible's checksum comparison tells exactly when the
-source changed. Build caches and VCS data are left out.
+source changed. Build caches and VCS data are left out. Prints the archive's
+SHA-256, which names the release it becomes on the host.
 """
 
+import hashlib
 import io
 import sys
 import tarfile
@@ -49,13 +51,15 @@ def pack(root: Path, include: list[str]) -> bytes:
 
 def main(argv: list[str]) -> int:
     if len(argv) < 3:
-        print("usage: pack_tree.py SOURCE_DIR OUTPUT.tar [TOP_LEVEL_NAME ...]", file=sys.stderr)
+        print("usage: pack_tree.py SOURCE_DIR OUTPUT.tar [TOP_LEVEL_NAME ...] (prints its SHA-256)", file=sys.stderr)
         return 2
     root = Path(argv[1]).resolve()
     if not root.is_dir():
         print(f"not a directory: {root}", file=sys.stderr)
         return 1
-    Path(argv[2]).write_bytes(pack(root, argv[3:]))
+    data = pack(root, argv[3:])
+    Path(argv[2]).write_bytes(data)
+    print(hashlib.sha256(data).hexdigest())
     return 0
 
 
