@@ -770,13 +770,6 @@ class Scheduler:
 
     def _take_back_waiting(self, w: Worker) -> int:
         """Cancel the requests waiting inside ``w`` and put them back in line, in order."""
-        back = self._cancel_waiting(w)
-        if back:
-            self.queue.extendleft(reversed(back))
-        return len(back)
-
-    def _cancel_waiting(self, w: Worker) -> list:
-        """Tell ``w`` to skip the requests waiting inside it; their (msg, arrived, prefix)."""
         back = []
         for job in w.jobs.values():
             if job.waiting:
@@ -785,7 +778,9 @@ class Scheduler:
                 job.stolen = True
                 self._to_worker(w.ident, CANCEL + job.rid)
                 back.append((job.msg, job.arrived, job.prefix))
-        return back
+        if back:
+            self.queue.extendleft(reversed(back))
+        return len(back)
 
     def _offer(self) -> None:
         """Hand queued requests to free workers (after workers joined or requests returned)."""
@@ -1020,19 +1015,8 @@ class Scheduler:
             if self.observer is not None:
                 for _msg, _arrived, prefix in retry:
                     self.observer.retried(prefix)
-            if not any(not (f.gone or f.stopping or f.jobs) for f in self.free):
-                # Every handler is busy: what they prefetched would run before the retries,
-                # which have waited longest of all (and through a heartbeat timeout). Take it
-                # back, so that the retries are next in line.
-                self._take_back_all_waiting()
             self.queue.extendleft(reversed(retry))
             self._offer()
-
-    def _take_back_all_waiting(self) -> None:
-        """Cancel every request waiting inside a busy handler; back in line by arrival."""
-        back = [item for w in self.workers.values() for item in self._cancel_waiting(w)]
-        back.sort(key=lambda item: item[1])
-        self.queue.extendleft(reversed(back))
 
     # -- answering clients ourselves ------------------------------------------------------
 
