@@ -81,7 +81,9 @@ ringmaster_bootstrap() {
     export ANSIBLE_CONFIG="$RINGMASTER_ROOT/ansible.cfg"
     export ANSIBLE_COLLECTIONS_PATH="$RINGMASTER_ROOT/.ansible/collections"
     export PYTHONDONTWRITEBYTECODE=1
-    "$RINGMASTER_ROOT/tools/build-image.sh"
+    # The test images of both supported releases (molecule/mixed runs both).
+    RINGMASTER_RELEASE=12 "$RINGMASTER_ROOT/tools/build-image.sh"
+    RINGMASTER_RELEASE=13 "$RINGMASTER_ROOT/tools/build-image.sh"
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then

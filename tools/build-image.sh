@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# Build the systemd-capable Debian 12 test image locally: no registry is reachable here,
-# so the image is debootstrapped and imported into podman.
+# Build a systemd-capable Debian test image locally: no registry is reachable here, so the
+# image is debootstrapped and imported into podman. RINGMASTER_RELEASE picks the release:
+# 12 (bookworm, the default) or 13 (trixie); both are set up the same way.
 set -euo pipefail
 
+release="${RINGMASTER_RELEASE:-12}"
+case "$release" in
+    12) suite=bookworm ;;
+    13) suite=trixie ;;
+    *) echo "$0: RINGMASTER_RELEASE must be 12 or 13, got $release" >&2; exit 2 ;;
+esac
 # The tag names the image's contents: raise it when they change, so a machine that holds an
 # older build gets a new one instead of reusing it (2: openssh-server, for SSH like production).
-image="${RINGMASTER_IMAGE:-localhost/ringmaster-debian12:2}"
+image="${RINGMASTER_IMAGE:-localhost/ringmaster-debian$release:2}"
 here="$(cd "$(dirname "$0")/.." && pwd)"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$here/tools/containers.conf}"
 
@@ -26,7 +33,7 @@ trap cleanup EXIT
 
 debootstrap --variant=minbase \
     --include=python3,python3-apt,python3-venv,python3-packaging,systemd,systemd-sysv,sudo,ca-certificates,iproute2,procps,curl,openssh-server,openssh-sftp-server \
-    bookworm "$root"
+    "$suite" "$root"
 
 # The host's own CA bundle additions, or pip/apt over TLS fail inside the containers.
 if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then

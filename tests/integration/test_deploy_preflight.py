@@ -188,3 +188,42 @@ def test_links_between_hosts_fail_before_any_change(host, tmp_path, extra_vars, 
     assert message in output, output
     assert "PLAY [Circus on every host]" not in output, output
     assert _changed_paths(name) == []
+
+
+# The release is read from the host itself: the container is made to say it runs another
+# Debian (its os-release and debian_version rewritten in place), the real facts and the real
+# check do the rest. Both files are restored afterwards, their times too.
+OTHER_RELEASES = [
+    pytest.param(
+        'PRETTY_NAME="Debian GNU/Linux 14 (forky)"\nNAME="Debian GNU/Linux"\nVERSION_ID="14"\n'
+        'VERSION="14 (forky)"\nVERSION_CODENAME=forky\nID=debian\n',
+        "14.0\n",
+        "runs Debian 14",
+        id="debian-14",
+    ),
+]
+
+
+@pytest.mark.parametrize(("os_release", "debian_version", "message"), OTHER_RELEASES)
+def test_unsupported_release_fails_before_any_change(host, tmp_path, os_release, debian_version, message):
+    name, inventory = host
+    saved = {path: _podman("exec", name, "cat", path).stdout for path in ("/usr/lib/os-release", "/etc/debian_version")}
+
+    def write(path, text):
+        # In place (no new inode), so /etc itself does not look changed.
+        subprocess.run(["podman", "exec", "-i", name, "sh", "-c", f"cat > {path}"], input=text, text=True, check=True)
+
+    try:
+        write("/usr/lib/os-release", os_release)
+        write("/etc/debian_version", debian_version)
+        returncode, output = run_playbook("deploy", inventory, {}, tmp_path)
+    finally:
+        for path, text in saved.items():
+            write(path, text)
+        _podman("exec", name, "touch", "-d", "@1", "/etc/debian_version")
+    assert returncode != 0, output
+    # The host, what it runs and what is supported, for the front and the worker checks alike.
+    assert f"{name} {message}" in output, output
+    assert "supports Debian 12 and 13 only" in output, output
+    assert "PLAY [Circus on every host]" not in output, output
+    assert _changed_paths(name) == []
