@@ -5,10 +5,10 @@
 # included (CI runs exactly this). --no-faults leaves molecule/faults out, for
 # a quicker pass by hand.
 set -euo pipefail
-scenarios=(default cluster faults)
+scenarios=(default cluster mixed faults)
 case "${1:-}" in
     "") ;;
-    --no-faults) scenarios=(default cluster) ;;
+    --no-faults) scenarios=(default cluster mixed) ;;
     *) echo "usage: $0 [--no-faults]" >&2; exit 2 ;;
 esac
 # shellcheck source=tools/bootstrap.sh
