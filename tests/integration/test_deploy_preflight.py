@@ -5,6 +5,7 @@ Runs the real playbook against a fresh systemd container from the test image.
 
 import json
 import os
+import subprocess
 import time
 
 import pytest
@@ -207,7 +208,7 @@ OTHER_RELEASES = [
 @pytest.mark.parametrize(("os_release", "debian_version", "message"), OTHER_RELEASES)
 def test_unsupported_release_fails_before_any_change(host, tmp_path, os_release, debian_version, message):
     name, inventory = host
-    saved = {path: _podman("exec", name, "cat", path).stdout for path in ("/usr/lib/os-release", "/etc/debian_version")}
+    saved = {path: podman("exec", name, "cat", path).stdout for path in ("/usr/lib/os-release", "/etc/debian_version")}
 
     def write(path, text):
         # In place (no new inode), so /etc itself does not look changed.
@@ -220,7 +221,7 @@ def test_unsupported_release_fails_before_any_change(host, tmp_path, os_release,
     finally:
         for path, text in saved.items():
             write(path, text)
-        _podman("exec", name, "touch", "-d", "@1", "/etc/debian_version")
+        podman("exec", name, "touch", "-d", "@1", "/etc/debian_version")
     assert returncode != 0, output
     # The host, what it runs and what is supported, for the front and the worker checks alike.
     assert f"{name} {message}" in output, output
