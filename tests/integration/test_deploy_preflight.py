@@ -202,6 +202,13 @@ OTHER_RELEASES = [
         "runs Debian 14",
         id="debian-14",
     ),
+    pytest.param(
+        'PRETTY_NAME="Ubuntu 24.04.1 LTS"\nNAME="Ubuntu"\nVERSION_ID="24.04"\n'
+        'VERSION="24.04.1 LTS (Noble Numbat)"\nVERSION_CODENAME=noble\nID=ubuntu\nID_LIKE=debian\n',
+        "trixie/sid\n",
+        "runs Ubuntu 24.04",
+        id="ubuntu-24.04",
+    ),
 ]
 
 
