@@ -82,19 +82,26 @@ _clients: list[subprocess.Popen] = []
 
 def load_deploy(args) -> dict:
     deploy = json.loads(DEPLOY.read_text())
+    overrides = {}
     for item in args.m2_setting or []:
         key, _, value = item.partition("=")
-        deploy["mongrel2"]["settings"][key] = json.loads(value)
+        overrides[key] = json.loads(value)
+    deploy["mongrel2"]["overrides"] = overrides
     if args.dispatcher_args is not None:
         deploy["dispatcher"]["args"] = shlex.split(args.dispatcher_args)
     if args.handler_args is not None:
         deploy["handler"]["args"] = shlex.split(args.handler_args)
-    if os.geteuid() != 0:
-        # Unprivileged Mongrel2 does not chroot: keep its upload path inside its directory.
-        settings = deploy["mongrel2"]["settings"]
-        if str(settings.get("upload.temp_store", "")).startswith("/"):
-            settings["upload.temp_store"] = settings["upload.temp_store"].lstrip("/")
     return deploy
+
+
+def m2_settings(deploy: dict, mode: str) -> dict:
+    """Mongrel2's settings table for one mode (dispatcher or direct), --m2-setting last."""
+    m2conf = deploy["mongrel2"]
+    settings = {**m2conf["settings"], **m2conf.get("mode_settings", {}).get(mode, {}), **m2conf.get("overrides", {})}
+    if os.geteuid() != 0 and str(settings.get("upload.temp_store", "")).startswith("/"):
+        # Unprivileged Mongrel2 does not chroot: keep its upload path inside its directory.
+        settings["upload.temp_store"] = settings["upload.temp_store"].lstrip("/")
+    return settings
 
 
 def raise_fd_limit() -> int:
@@ -133,7 +140,7 @@ class RingmasterDispatcher(m2.Dispatched, Stack):
     def start(self) -> None:
         root = self.workdir / self.name.replace(" ", "-")
         self.handler_args = (*self.deploy["handler"]["args"], "--upload-root", str(root))
-        self.settings = self.deploy["mongrel2"]["settings"]
+        self.settings = m2_settings(self.deploy, "dispatcher")
         self.extra_args = tuple(self.deploy["dispatcher"]["args"])
         super().start()
 
@@ -160,7 +167,7 @@ class RingmasterDirect(m2.Direct, Stack):
     def start(self) -> None:
         root = self.workdir / self.name.replace(" ", "-")
         self.handler_args = (*self.deploy["handler"]["args"], "--upload-root", str(root))
-        self.settings = self.deploy["mongrel2"]["settings"]
+        self.settings = m2_settings(self.deploy, "direct")
         super().start()
 
     def groups(self) -> dict[str, list[int]]:
