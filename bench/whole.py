@@ -517,7 +517,11 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     results: dict = {}  # (setting, workload, variant, stack) -> [round results]
     started = time.monotonic()
-    print(f"fd limit {nofile}; deploy {json.dumps(deploy['mongrel2']['settings'])} "
+    m2_version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "mongrel2-core"],
+                                capture_output=True, text=True).stdout  # fmt: skip
+    # "+ringmaster" is our build (tools/bootstrap.sh installs it), as the roles deploy.
+    print(f"mongrel2-core {m2_version or 'not a package'}; fd limit {nofile}; "
+          f"deploy {json.dumps(deploy['mongrel2'])} "
           f"dispatcher {deploy['dispatcher']['args']} handler {deploy['handler']['args']}")  # fmt: skip
     servers: list = []
     try:
