@@ -32,6 +32,10 @@ CASES = [
         {"mongrel2_routes": [{"path": "/", "handler": "nope"}]}, "mongrel2_routes[0]", id="route-to-unknown-handler"
     ),
     pytest.param({"circus_log_level": "loud"}, "circus_log_level", id="bad-choice"),
+    pytest.param({"circus_metrics_port": 70000}, "circus_metrics_port", id="circus-metrics-port-above-range"),
+    pytest.param(
+        {"circus_metrics_address": "metrics.example"}, "circus_metrics_address", id="circus-metrics-address-not-ipv4"
+    ),
     pytest.param({"wsgi_app_mode": "proxy"}, "wsgi_app_mode", id="unknown-mode"),
     pytest.param({"wsgi_app_dispatcher_port": 9997}, "wsgi_app_dispatcher_port", id="dispatcher-on-mongrel2-port"),
     pytest.param(

@@ -50,6 +50,40 @@ REPLY_TIMEOUT = 5.0
 SYSLOG_SOCKETS = ("/run/systemd/journal/dev-log", "/dev/log")
 
 
+def call_circusd(client, command, props):
+    """Send one command on a DEALER socket whose RCVTIMEO is REPLY_TIMEOUT, and return circusd's
+    answer to it (an error dict when none comes). Also used by ringmaster_circus_metrics."""
+    message = {"command": command, "properties": props, "id": uuid.uuid4().hex}
+    client.send(json.dumps(message).encode())
+    while True:
+        try:
+            reply = json.loads(client.recv())
+        except zmq.Again:
+            return {"status": "error", "reason": f"no answer from circusd within {REPLY_TIMEOUT}s"}
+        # A late answer to an earlier, timed-out call is skipped.
+        if reply.get("id") == message["id"]:
+            return reply
+
+
+def read_states(path, pid_alive=None):
+    """The per-watcher records of a state file this plugin wrote, or {} when the file is missing,
+    unreadable or left by a plugin that is not running any more. Also used by
+    ringmaster_circus_metrics (ringmaster.stack.circus_info reads the file on its own: it runs
+    under Ansible, not in circus's virtualenv)."""
+    pid_alive = pid_alive or (lambda pid: os.path.exists(f"/proc/{pid}"))
+    try:
+        with open(path) as handle:
+            document = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(document, dict) or not isinstance(document.get("watchers"), dict):
+        return {}
+    pid = document.get("pid")
+    if isinstance(pid, int) and not pid_alive(pid):
+        return {}
+    return document["watchers"]
+
+
 class Flapping(_StockFlapping):
     name = "flapping"
 
@@ -87,17 +121,7 @@ class Flapping(_StockFlapping):
 
     # --- talking to circusd --------------------------------------------------
     def call(self, command, **props):
-        """Send one command and return circusd's answer to it (an error dict when none comes)."""
-        message = {"command": command, "properties": props, "id": uuid.uuid4().hex}
-        self.client.send(json.dumps(message).encode())
-        while True:
-            try:
-                reply = json.loads(self.client.recv())
-            except zmq.Again:
-                return {"status": "error", "reason": f"no answer from circusd within {REPLY_TIMEOUT}s"}
-            # A late answer to an earlier, timed-out call is skipped.
-            if reply.get("id") == message["id"]:
-                return reply
+        return call_circusd(self.client, command, props)
 
     def cast(self, command, **props):
         if command not in ("stop", "start"):
