@@ -19,7 +19,16 @@ from harness import free_port, wait_for
 from loadclient import Load
 from ringmaster_handler import dispatcher_cli
 from ringmaster_handler.logs import SafeFormatter, syslog_priority
-from ringmaster_handler.observe import Metrics, clf_escape, format_common, render, request_fields
+from ringmaster_handler.observe import (
+    FIELDS,
+    Metrics,
+    clf_escape,
+    format_common,
+    format_json,
+    iso_millis,
+    render,
+    request_fields,
+)
 from ringmaster_handler.requestid import new_request_id, request_id_for, safe_request_id
 from test_dispatcher import Stack
 
@@ -89,6 +98,43 @@ def test_common_log_line():
     assert format_common(rec) == (
         '10.0.0.1 - - [01/Dec/2026:15:04:05 +0000] "GET /a b\\x0a" 200 13 "ua\\"x" h r1 1.5 0\n'
     )
+
+
+@pytest.mark.parametrize(
+    "rec",
+    [
+        {
+            "time": "2026-12-01T15:04:05.123Z",
+            "app": "app",
+            "path": "/",
+            "status": 200,
+            "bytes": 13,
+            "duration_ms": 1.5,
+            "retries": 0,
+        },
+        {"path": 'q"uote\\back\nline\x01ctl\x7fdel', "user_agent": "caf\xe9 \u2028 \U0001f600"},
+        {"status": 0, "bytes": 10**12, "duration_ms": 0.001, "host": None},
+        {},
+    ],
+    ids=["plain", "escapes", "numbers", "empty"],
+)
+def test_json_lines_are_what_json_dumps_writes(rec):
+    # The fast path must not change a byte: tools parse these lines.
+    assert format_json(rec) == json.dumps({k: rec.get(k) for k in FIELDS}, ensure_ascii=True) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("wall", "text"),
+    [(0.0, "1970-01-01T00:00:00.000Z"), (1796137445.1239, "2026-12-01T15:04:05.123Z"),
+     (1796137445.9999, "2026-12-01T15:04:05.999Z"), (1796137446.0, "2026-12-01T15:04:06.000Z")],
+)  # fmt: skip
+def test_log_times_are_iso_utc_with_milliseconds(wall, text):
+    assert iso_millis(wall) == text
+
+
+def test_common_log_line_from_an_epoch():
+    rec = {"epoch": 1796137445.5, "status": 200}
+    assert "[01/Dec/2026:15:04:05 +0000]" in format_common(rec)
 
 
 def m2(path: bytes, headers: bytes) -> bytes:
