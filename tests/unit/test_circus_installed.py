@@ -50,3 +50,30 @@ def test_a_host_without_the_virtualenv(capsys, tmp_path):
     assert circus_installed.main(["circus_installed.py", str(tmp_path / "no" / "python"), "dpkg"]) == 0
     found = json.loads(capsys.readouterr().out)
     assert found == {"missing_packages": []}
+
+
+@pytest.mark.parametrize(
+    ("dirs", "stale"),
+    [
+        (["venv/lib/python3.13"], False),
+        (["venv/lib/python3.11"], True),
+        (["venv/lib/python3.11", "venv/lib/python3.13"], False),
+        (["venv"], True),
+        ([], False),
+    ],
+    ids=["this-python", "other-python", "both", "no-modules", "no-venv"],
+)
+def test_made_on_other_python(tmp_path, dirs, stale):
+    for d in dirs:
+        (tmp_path / d).mkdir(parents=True)
+    if dirs:
+        (tmp_path / "venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    assert circus_installed.made_on_other_python(str(tmp_path / "venv"), (3, 13)) is stale
+
+
+def test_a_virtualenv_of_another_python_is_only_reported_stale(capsys, tmp_path):
+    (tmp_path / "venv" / "lib" / "python2.7").mkdir(parents=True)
+    (tmp_path / "venv" / "bin").mkdir()
+    (tmp_path / "venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    assert circus_installed.main(["circus_installed.py", str(tmp_path / "venv" / "bin" / "python"), "dpkg"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"missing_packages": [], "stale": True}

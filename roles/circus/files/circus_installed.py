@@ -6,9 +6,14 @@ Prints {"missing_packages": [...], "purelib": ..., "versions": {...}}: the Debia
 not installed, and, when the virtualenv exists, where its Python imports modules from and
 the installed versions of circus and pyzmq. One remote step instead of apt, pip and a
 query that each take about a second even when there is nothing to do.
+
+Run by /usr/bin/python3, the Python the role makes the virtualenv with: a virtualenv made on
+another one (Debian 12's 3.11 after an upgrade to 13's 3.13) is reported as {"stale": true}
+and nothing else about it, so that the role makes it again.
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -50,6 +55,15 @@ def venv_state(probe_output: str, returncode: int) -> dict:
     return {"purelib": found["purelib"], "versions": dict(found.get("versions") or {})}
 
 
+def made_on_other_python(venv_dir: str, version: tuple[int, int]) -> bool:
+    """Whether the virtualenv in ``venv_dir`` (one with a pyvenv.cfg) has no modules for
+    Python ``version``."""
+    major, minor = version
+    return os.path.isfile(os.path.join(venv_dir, "pyvenv.cfg")) and not os.path.isdir(
+        os.path.join(venv_dir, "lib", f"python{major}.{minor}")
+    )
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 2:
         print(__doc__.split("\n\n")[1], file=sys.stderr)
@@ -62,6 +76,10 @@ def main(argv: list[str]) -> int:
         check=False,
     )
     found: dict = {"missing_packages": missing_packages(dpkg.stdout, wanted)}
+    if made_on_other_python(os.path.dirname(os.path.dirname(venv_python)), sys.version_info[:2]):
+        found["stale"] = True
+        print(json.dumps(found))
+        return 0
     try:
         probe = subprocess.run([venv_python, "-c", VENV_PROBE], capture_output=True, text=True, timeout=120)
         found.update(venv_state(probe.stdout, probe.returncode))
