@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import tempfile
@@ -43,6 +44,21 @@ def scraper(port: int, every: float, stop: threading.Event, counts: dict) -> Non
             counts["scrapes"] += 1
         except OSError:
             counts["failed"] += 1
+
+
+def recorder_usage() -> dict | None:
+    """CPU seconds and RSS of the observed dispatcher's recorder (the one ringmaster-rec)."""
+    tick, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() != "ringmaster-rec":
+                continue
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
+        except OSError:
+            continue
+        return {"cpu": (int(fields[11]) + int(fields[12])) / tick, "rss": rss}
+    return None
 
 
 def measure(stack, args, metrics_port: int | None) -> dict:
@@ -102,6 +118,7 @@ def main() -> int:
                 results[stack.name].append(res)
                 print(f"round {r + 1} {stack.name:32} {res['rps']:9.0f} req/s  p99 {res['p99']:6.2f} ms  "
                       f"errors {res['errors']}  lost {res['lost']}  scrapes {res['scrapes']}", flush=True)  # fmt: skip
+        recorder = recorder_usage()
     finally:
         for stack in (observed, plain):
             stack.stop()
@@ -115,6 +132,9 @@ def main() -> int:
     for name, value in med.items():
         print(f"  {name:32} {value:9.0f} req/s")
     print(f"  access log lines written: {lines}")
+    if recorder and lines:
+        print(f"  the dispatcher's recorder process: {recorder['cpu'] / lines * 1e6:.1f} CPU us per line "
+              f"({recorder['cpu']:.1f} s in all), RSS {recorder['rss'] / 2**20:.1f} MiB")  # fmt: skip
     if clean:
         verdict = "PASS" if ratio >= TARGET else "FAIL"
         print(f"  observed / plain: {ratio:.3f} [{verdict}: target >= {TARGET}]")

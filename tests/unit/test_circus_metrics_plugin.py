@@ -164,6 +164,26 @@ def test_scrape_reads_circusd_proc_events_and_the_flapping_state(tmp_path, monke
     assert _value(text, "ringmaster_circus_watcher_flapping_gave_up", "bad") == 1
 
 
+def test_cpu_and_memory_include_the_processes_a_watcher_started(tmp_path, monkeypatch):
+    stat = "{pid} (x) S 1 1 1 0 -1 0 0 0 0 0 {u} 0 0 0 20 0 1 0 1 0 0"
+    proc = {
+        "/proc/11/stat": stat.format(pid=11, u=metrics.TICKS),
+        "/proc/11/statm": "1000 10 0 0 0 0 0",
+        "/proc/11/task/11/children": "21 ",
+        "/proc/21/stat": stat.format(pid=21, u=metrics.TICKS * 2),
+        "/proc/21/statm": "1000 5 0 0 0 0 0",
+        "/proc/21/task/21/children": "31",
+        "/proc/31/stat": stat.format(pid=31, u=metrics.TICKS * 4),
+        "/proc/31/statm": "1000 1 0 0 0 0 0",
+        "/proc/31/task/31/children": "11",  # (a PID reused below its ancestor: no loop)
+    }
+    plugin = _plugin(tmp_path, monkeypatch, FakeCircusd({"app": "active"}, {"app": [11]}), proc)
+    text = plugin.scrape()
+    assert _value(text, "ringmaster_circus_watcher_processes", "app") == 1
+    assert _value(text, "ringmaster_circus_watcher_cpu_seconds_total", "app") == 7
+    assert _value(text, "ringmaster_circus_watcher_rss_bytes", "app") == 16 * metrics.PAGE
+
+
 def test_a_process_gone_between_list_and_proc_is_skipped(tmp_path, monkeypatch):
     plugin = _plugin(tmp_path, monkeypatch, FakeCircusd({"app": "active"}, {"app": [11]}), {})
     text = plugin.scrape()

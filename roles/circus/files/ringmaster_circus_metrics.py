@@ -4,8 +4,9 @@
 """Prometheus metrics of every circus watcher on a host, served by a circus plugin.
 
 ``GET /metrics`` on ``address:port`` answers, per watcher: whether it is active, its live
-process count, their resident memory, CPU seconds, the processes circusd started and reaped
-since the plugin started, and the flapping plugin's verdict (from its ``state_file``).
+process count, their resident memory and CPU seconds (with the processes they started, such
+as the dispatcher's recorder), the processes circusd started and reaped since the plugin
+started, and the flapping plugin's verdict (from its ``state_file``).
 
 Nothing is sampled between scrapes: a scrape asks circusd for its watchers and their PIDs (two
 commands plus one per watcher) and reads ``/proc/<pid>/stat`` and ``statm``, so the plugin
@@ -141,6 +142,27 @@ def read(path: str) -> str | None:
         return None
 
 
+# Deeper than any helper a watcher's process starts; a loop in /proc is not possible, a bound
+# costs nothing.
+MAX_DEPTH = 4
+
+
+def with_descendants(pids: Iterable[int]) -> list[int]:
+    """``pids`` and the processes they started (the dispatcher's recorder, an app's own
+    helpers), from /proc/<pid>/task/<pid>/children."""
+    seen: list[int] = []
+    level = list(pids)
+    for _ in range(MAX_DEPTH):
+        if not level:
+            break
+        seen += level
+        below: list[int] = []
+        for pid in level:
+            below += [int(c) for c in (read(f"/proc/{pid}/task/{pid}/children") or "").split() if c.isdigit()]
+        level = [pid for pid in below if pid not in seen]
+    return seen
+
+
 class MetricsHandler(RequestHandler):
     def initialize(self, scrape) -> None:
         self.scrape = scrape
@@ -206,7 +228,7 @@ class Metrics(CircusPlugin):
             pids = [int(p) for p in self.call("list", name=watcher).get("pids", [])]
             ticks: dict[int, int] = {}
             pages = 0
-            for pid in pids:
+            for pid in with_descendants(pids):
                 t = cpu_ticks(read(f"/proc/{pid}/stat") or "")
                 if t is not None:
                     ticks[pid] = t

@@ -18,7 +18,9 @@ forgotten at once and its requests retried or failed.
 import contextlib
 import errno
 import logging
+import os
 import socket
+import sys
 import time
 from functools import partial
 
@@ -26,7 +28,8 @@ import zmq
 
 from ringmaster_handler.credit import MAX_FRAME, monitor_event
 from ringmaster_handler.curve import ServerSide
-from ringmaster_handler.observe import AccessLog, Metrics, MetricsServer, Observer, render
+from ringmaster_handler.observe import Observer, bind_metrics
+from ringmaster_handler.recorder_link import RecorderLink
 from ringmaster_handler.scheduler import Scheduler
 from ringmaster_handler.stopsignals import drain_fd, stop_signals
 from ringmaster_handler.zap import DOMAIN, DenialLog, KeyGate
@@ -78,21 +81,20 @@ class Dispatcher(Scheduler):
         access_log_format: str = "json",
         metrics_address: str = "127.0.0.1",
         metrics_port: int = 0,
+        recorder_args: tuple[str, ...] = (),
         **scheduling,
     ) -> None:
         super().__init__(**scheduling)
         self.name = name
-        self.access = None
-        self.metrics = None
-        self.metrics_server = None
-        self._metrics_bind = (metrics_address, metrics_port)
-        if access_log:
-            # (A path we cannot open stops us here, before anything else starts.)
-            self.access = AccessLog(access_log, access_log_format, name)
-        if metrics_port:
-            self.metrics = Metrics()
-        if self.access is not None or self.metrics is not None:
-            self.observer = Observer(self.clock, self.metrics, self.access)
+        self.observer = None
+        self._observe = (access_log, access_log_format, metrics_address, metrics_port)
+        self._recorder_args = recorder_args
+        self._metrics_sock: socket.socket | None = None
+        if access_log and access_log != "-":
+            # A path we cannot open stops us here, before anything else starts (the recorder
+            # process opens it again for good).
+            os.close(os.open(access_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                             0o640))  # fmt: skip
         self.curve = curve
         self._gate: KeyGate | None = None
         self._plain_refusals = DenialLog()
@@ -118,19 +120,13 @@ class Dispatcher(Scheduler):
             try:
                 if self.curve is not None:
                     self._gate = KeyGate(ctx, self.curve.authorized_dir).start()
-                if self.metrics is not None:
-                    self.metrics_server = MetricsServer(*self._metrics_bind, self.scrape).start()
-                    log.info("metrics on http://%s:%d/metrics", self._metrics_bind[0],
-                             self.metrics_server.port)  # fmt: skip
+                self._start_recorder()
                 self._open_sockets(ctx, wake_r)
                 self._serve()
                 self._drain()
             finally:
                 self._close_sockets()
-                if self.metrics_server is not None:
-                    self.metrics_server.stop()
-                if self.access is not None:
-                    self.access.close()
+                self._stop_recorder()
                 if self._gate is not None:
                     self._gate.stop()
                 ctx.term()
@@ -312,8 +308,37 @@ class Dispatcher(Scheduler):
             return HOUSEKEEPING_MS
         return max(0, min(HOUSEKEEPING_MS, int((due - self.clock()) * 1000) + 1))
 
-    def scrape(self) -> str:
-        """The metrics page (called on the metrics thread: reads, never changes, the books)."""
+    def _start_recorder(self) -> None:
+        """The access log and metrics' own process (recorder.py), when we have either."""
+        access_log, access_format, address, port = self._observe
+        if not (access_log or port):
+            return
+        argv = [sys.executable, "-m", "ringmaster_handler.recorder", "--name", self.name,
+                *self._recorder_args]  # fmt: skip
+        fds: tuple[int, ...] = ()
+        if access_log:
+            argv += ["--access-log", access_log, "--access-log-format", access_format]
+        if port:
+            self._metrics_sock = bind_metrics(address, port)
+            fds = (self._metrics_sock.fileno(),)
+            argv += ["--metrics-fd", str(fds[0])]
+            log.info("metrics on http://%s:%d/metrics", address,
+                     self._metrics_sock.getsockname()[1])  # fmt: skip
+        link = RecorderLink(argv, fds)
+        self.observer = Observer(self.clock, bool(access_log), link, self._observed)
+
+    def _stop_recorder(self) -> None:
+        if self.observer is not None:
+            self.observer.ship(force=True)
+            self.observer.link.close()
+            if self.observer.link.dropped:
+                log.warning("access log and metrics: %d batches were lost (recorder gone or "
+                            "behind)", self.observer.link.dropped)  # fmt: skip
+        if self._metrics_sock is not None:
+            self._metrics_sock.close()
+
+    def _observed(self) -> tuple[dict, dict]:
+        """The gauges and the counters the recorder puts on the metrics page."""
         gauges = {
             "queue_depth": (
                 "Requests waiting for a handler: here, and queued inside busy handlers.",
@@ -322,11 +347,12 @@ class Dispatcher(Scheduler):
             "handlers_connected": ("Handler connections (one per thread).", len(self.workers)),
             "replies_backlog": ("Replies waiting for Mongrel2 to take them.", len(self.backlog)),
         }
-        return render(self.metrics, gauges, dict(self.stats), self.name)
+        return gauges, dict(self.stats)
 
     def _housekeeping(self) -> None:
-        if self.access is not None:
-            self.access.flush()
+        if self.observer is not None:
+            self.observer.ship()
+            self.observer.link.write()
         if self.queue_timeout and (self.queue or self.waiting):
             self.expire()
         if self.request_timeout:

@@ -257,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
         access_log_format=args.access_log_format,
         metrics_address=args.metrics_address,
         metrics_port=args.metrics_port,
+        recorder_args=(
+            "--log-level",
+            args.log_level,
+            *(["--syslog-prefix"] if args.syslog_prefix else []),
+        ),
     )
     try:
         return dispatcher.run()

@@ -12,18 +12,18 @@ Request ids: a client's ``X-Request-Id`` is kept only if it is a safe bounded to
 (``[A-Za-z0-9._:-]``, 1-64 characters), otherwise replaced by 32 random hex digits; either
 way the app, the response and the log line carry the same id (``request_id_for``).
 
-Everything here runs in the dispatcher's loop except ``MetricsServer``, a thread that only
-reads counters (ints, and ``len()`` of the loop's containers: atomic under the GIL) and
-formats them when scraped, so a scrape never blocks the loop. The Prometheus text format is
-written here (30 lines) instead of depending on prometheus-client: the package's only runtime
-dependency stays pyzmq, and the loop's cost per request stays a few list increments (the
-library's counters take a lock per increment).
+The loop's part is ``Observer``: a few list stores per request, batches shipped to the
+recorder process (recorder.py), where the rest of this module runs: parsing headers,
+formatting lines, the histogram, and ``MetricsServer``, a thread serving the page. The
+Prometheus text format is written here (30 lines) instead of depending on prometheus-client:
+the package's only runtime dependency stays pyzmq.
 """
 
 import datetime
 import http.server
 import json
 import logging
+import marshal
 import os
 import re
 import socket
@@ -32,7 +32,7 @@ import threading
 import time
 from bisect import bisect_left
 
-from ringmaster_handler.credit import HEAD_LEN, body_of, headers_span
+from ringmaster_handler.credit import HEAD_LEN, headers_span
 from ringmaster_handler.request import _read_headers as read_headers
 from ringmaster_handler.requestid import request_id_for
 
@@ -293,10 +293,18 @@ def render(metrics: Metrics, gauges: dict[str, float], events: dict[str, int], a
     return "\n".join(out) + "\n"
 
 
-class MetricsServer:
-    """``GET /metrics`` on its own thread; ``collect()`` returns the page's text."""
+def bind_metrics(address: str, port: int) -> socket.socket:
+    """The metrics listener, bound by the dispatcher (so a port in use stops it at start)
+    and served by its recorder process, which inherits it (and a respawned one after it)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return socket.create_server((address, port), family=family, backlog=64)
 
-    def __init__(self, address: str, port: int, collect) -> None:
+
+class MetricsServer:
+    """``GET /metrics`` on its own thread, on the listening socket ``sock``; ``collect()``
+    returns the page's text."""
+
+    def __init__(self, sock: socket.socket, collect) -> None:
         collect_ = collect
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -315,11 +323,13 @@ class MetricsServer:
                 pass
 
         class Server(http.server.HTTPServer):
-            address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            address_family = sock.family
 
         Handler.timeout = 5  # a client that stalls cannot hold the thread forever
-        self.httpd = Server((address, port), Handler)
-        self.port = self.httpd.server_address[1]
+        self.httpd = Server(sock.getsockname()[:2], Handler, bind_and_activate=False)
+        self.httpd.socket.close()
+        self.httpd.socket = sock
+        self.port = sock.getsockname()[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="metrics", daemon=True)
 
     def start(self) -> "MetricsServer":
@@ -334,41 +344,51 @@ class MetricsServer:
 # -- the dispatcher's view of each request ----------------------------------------------------
 
 
-class _Open:
-    __slots__ = ("bytes", "msg", "request_id", "retries", "start", "status")
-
-    def __init__(self, msg: bytes, start: float) -> None:
-        self.msg = msg
-        self.start = start
-        self.status = 0
-        self.bytes = 0
-        self.request_id: str | None = None
-        self.retries = 0
-
-
-_RID_HEADER = b"\r\nx-request-id:"
+# Fields of the record the loop keeps per request, shipped as it is to the recorder.
+HEAD, START, STATUS, BYTES, REPLY_HEAD, RETRIES, RID, END = range(8)
+# Messages up to this size are shipped whole (marshal copies them in C); a longer one (an
+# upload) only up to its body's length prefix, which is all the recorder reads of it.
+HEAD_MAX = 16384
 # Entries are keyed by connection (one request in flight per connection); a bug that never
 # ends one must not grow this without bound.
 MAX_OPEN = 200_000
+# Records shipped at once when requests end faster than the loop's housekeeping ships them.
+SHIP_AT = 4096
+# With nothing finished, the gauges still go out this often (seconds): a scrape of an idle
+# dispatcher is at most this old, and an idle recorder wakes once a second.
+IDLE_SHIP_EVERY = 1.0
+
+
+def message_head(msg: bytes) -> bytes:
+    """``msg`` without the bytes of its body (kept: the body's length prefix)."""
+    if len(msg) <= HEAD_MAX:
+        return msg
+    span = headers_span(msg)
+    return msg[:HEAD_MAX] if span is None else msg[: span[1] + 1 + 12]
 
 
 class Observer:
-    """Fed by the scheduler at a request's start, reply messages and end."""
+    """The loop's part: a few list stores per request (begin, reply, end), finished records
+    batched and shipped to the recorder process (recorder.py) by ``ship``, which the loop's
+    housekeeping calls every 50 ms. Parsing headers, formatting lines, the histogram and the
+    metrics page all happen there, on another core: the loop is the one Python thread every
+    request of the app passes through, so each microsecond spent in it is the stack's (the
+    log line cost 7.5 us when it was formatted here; bench/observe_cost.py)."""
 
-    def __init__(self, clock, metrics: Metrics | None, access: AccessLog | None) -> None:
+    def __init__(self, clock, access: bool, link, snapshot) -> None:
         self.clock = clock
-        self.metrics = metrics
         self.access = access
-        self.open: dict[bytes, _Open] = {}
+        self.link = link
+        self.snapshot = snapshot  # () -> the gauges and the dispatcher's counters
+        self.open: dict[bytes, list] = {}
+        self.batch: list[list] = []
+        self.upload_bytes = 0  # bytes of streamed bodies (uploads that came in pieces)
+        self._shipped = 0.0
 
     def begin(self, prefix: bytes, msg: bytes) -> None:
         if len(self.open) >= MAX_OPEN:
             self.open.clear()
-        self.open[prefix] = _Open(msg, self.clock())
-        if self.metrics is not None:
-            body = body_of(msg)
-            if body is not None:
-                self.metrics.upload_bytes += len(body)
+        self.open[prefix] = [message_head(msg), self.clock(), 0, 0, None, 0, None, 0.0]
 
     def drop(self, prefix: bytes) -> None:
         self.open.pop(prefix, None)
@@ -376,7 +396,7 @@ class Observer:
     def retried(self, prefix: bytes) -> None:
         entry = self.open.get(prefix)
         if entry is not None:
-            entry.retries += 1
+            entry[RETRIES] += 1
 
     def reply(self, prefix: bytes, frame: bytes) -> None:
         """A reply message (D or M frame) that went to Mongrel2."""
@@ -384,21 +404,16 @@ class Observer:
         if entry is None:
             return
         at = HEAD_LEN + len(prefix)
-        if not entry.status and frame.startswith(b"HTTP/1.", at):
+        if not entry[STATUS] and frame.startswith(b"HTTP/1.", at):
             code = frame[at + 9 : at + 12]
-            entry.status = int(code) if code.isdigit() else 0
+            entry[STATUS] = int(code) if code.isdigit() else 0
             end = frame.find(b"\r\n\r\n", at)
             if end > 0:
-                if self.access is not None:
-                    head = frame[at:end].lower()
-                    i = head.find(_RID_HEADER)
-                    if i >= 0:
-                        j = head.find(b"\r\n", i + 2)
-                        value = frame[at + i + len(_RID_HEADER) : at + (j if j > 0 else len(head))]
-                        entry.request_id = value.strip().decode("latin-1")
-                entry.bytes += len(frame) - end - 4
+                if self.access:
+                    entry[REPLY_HEAD] = frame[at:end]  # (the recorder reads X-Request-Id)
+                entry[BYTES] += len(frame) - end - 4
                 return
-        entry.bytes += len(frame) - at
+        entry[BYTES] += len(frame) - at
 
     def answered(self, prefix: bytes, code: int) -> str | None:
         """The dispatcher answers ``code`` itself (0: closes the connection); the request id
@@ -407,9 +422,8 @@ class Observer:
         if entry is None:
             return None
         rid = None
-        if code and self.access is not None:
-            fields = request_fields(entry.msg)
-            rid = entry.request_id = request_id_for(fields["x_request_id"])
+        if code and self.access:
+            rid = entry[RID] = request_id_for(request_fields(entry[HEAD])["x_request_id"])
         self.end(prefix, code)
         return rid
 
@@ -418,23 +432,26 @@ class Observer:
         entry = self.open.pop(prefix, None)
         if entry is None:
             return
-        status = code or entry.status
-        if code is None and not status and not entry.bytes:
+        if code:
+            entry[STATUS] = code
+        elif code is None and not entry[STATUS] and not entry[BYTES]:
             return  # (a spooled upload's first notice, finished silently by design)
+        entry[END] = self.clock()
+        batch = self.batch
+        batch.append(entry)
+        if len(batch) >= SHIP_AT:
+            self.ship()
+
+    def ship(self, force: bool = False) -> None:
+        """Send what finished, with the gauges, to the recorder (every 50 ms while requests
+        finish, every IDLE_SHIP_EVERY seconds otherwise)."""
         now = self.clock()
-        seconds = now - entry.start
-        if self.metrics is not None:
-            self.metrics.observe(status, seconds)
-        if self.access is not None:
-            fields = request_fields(entry.msg)
-            wall = time.time()
-            fields.update(
-                time=iso_millis(wall),
-                epoch=wall,
-                status=status,
-                bytes=entry.bytes,
-                duration_ms=round(seconds * 1000, 3),
-                request_id=entry.request_id or request_id_for(fields["x_request_id"]),
-                retries=entry.retries,
-            )
-            self.access.add(fields)
+        if not (self.batch or force) and now - self._shipped < IDLE_SHIP_EVERY:
+            return
+        self._shipped = now
+        batch, self.batch = self.batch, []
+        gauges, counters = self.snapshot()
+        # (marshal: our own process at the other end of a pipe; it is the fastest format)
+        self.link.send(
+            marshal.dumps((batch, time.time() - now, gauges, counters, self.upload_bytes))
+        )

@@ -836,8 +836,8 @@ class Scheduler:
             return
         n = len(body)
         upload.received += n
-        if self.observer is not None and self.observer.metrics is not None:
-            self.observer.metrics.upload_bytes += n
+        if self.observer is not None:
+            self.observer.upload_bytes += n
         if self.max_body_size and upload.received > self.max_body_size:
             self._refuse_body(upload)
             return

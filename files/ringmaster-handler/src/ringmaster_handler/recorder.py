@@ -1,0 +1,200 @@
+"""ringmaster-dispatcher's recorder: its access log and its /metrics, in a process of their own.
+
+The dispatcher starts it (``python -m ringmaster_handler.recorder``) when it has an access log
+or metrics, and ships it every request that finished, in batches (observe.Observer.ship;
+recorder_link.RecorderLink). Here the request's headers are parsed, the log line formatted
+and written, the histogram kept and the metrics page served, on whichever core is free, so the
+dispatcher's loop keeps only a few list stores per request.
+
+It ends when its stdin ends, that is, after the dispatcher's last batch: SIGTERM and SIGINT
+(a stop of the whole process group) are ignored so that the lines of the requests the
+dispatcher is still draining are written too.
+"""
+
+import argparse
+import logging
+import marshal
+import os
+import signal
+import socket
+import sys
+
+from ringmaster_handler.credit import headers_span, parse_length
+from ringmaster_handler.observe import (
+    BYTES,
+    END,
+    HEAD,
+    REPLY_HEAD,
+    RETRIES,
+    RID,
+    START,
+    STATUS,
+    AccessLog,
+    Metrics,
+    MetricsServer,
+    iso_millis,
+    render,
+    request_fields,
+)
+from ringmaster_handler.options import LOG_FORMAT, add_log_level
+from ringmaster_handler.requestid import request_id_for, safe_request_id
+
+log = logging.getLogger("ringmaster_handler.recorder")
+
+# Larger than any batch the dispatcher sends (SHIP_AT records of at most HEAD_MAX bytes).
+MAX_FRAME = 256 << 20
+_RID = b"\r\nx-request-id:"
+
+
+def declared_body_length(head: bytes | None) -> int:
+    """The body length a Mongrel2 request message declares (its body netstring's prefix,
+    read even when the body itself was cut off); 0 when unreadable."""
+    if not head:
+        return 0
+    span = headers_span(head)
+    if span is None or head[span[1] : span[1] + 1] != b",":
+        return 0
+    colon = head.find(b":", span[1] + 1, span[1] + 13)
+    n = parse_length(head[span[1] + 1 : colon]) if colon > 0 else None
+    return n or 0
+
+
+def reply_request_id(reply_head: bytes | None) -> str | None:
+    """The X-Request-Id the handler put in its response head, if it is a safe one."""
+    if not reply_head:
+        return None
+    lower = reply_head.lower()
+    i = lower.find(_RID)
+    if i < 0:
+        return None
+    j = lower.find(b"\r\n", i + 2)
+    value = reply_head[i + len(_RID) : j if j > 0 else len(reply_head)]
+    return safe_request_id(value.strip().decode("latin-1"))
+
+
+def access_fields(rec: list, wall_offset: float) -> dict:
+    """The access log's fields of one finished request record (observe.Observer)."""
+    fields = request_fields(rec[HEAD])
+    wall = rec[END] + wall_offset
+    fields.update(
+        time=iso_millis(wall),
+        epoch=wall,
+        status=rec[STATUS],
+        bytes=rec[BYTES],
+        duration_ms=round((rec[END] - rec[START]) * 1000, 3),
+        request_id=(
+            rec[RID] or reply_request_id(rec[REPLY_HEAD]) or request_id_for(fields["x_request_id"])
+        ),
+        retries=rec[RETRIES],
+    )
+    return fields
+
+
+class Recorder:
+    def __init__(self, access: AccessLog | None, metrics: Metrics | None, app: str) -> None:
+        self.access = access
+        self.metrics = metrics
+        self.app = app
+        self.gauges: dict = {}
+        self.counters: dict = {}
+        self._bodies = 0
+
+    def apply(self, shipped: tuple) -> None:
+        batch, wall_offset, gauges, counters, streamed = shipped
+        metrics, access = self.metrics, self.access
+        for rec in batch:
+            if metrics is not None:
+                metrics.observe(rec[STATUS], rec[END] - rec[START])
+                self._bodies += declared_body_length(rec[HEAD])
+            if access is not None:
+                access.add(access_fields(rec, wall_offset))
+        if metrics is not None:
+            metrics.upload_bytes = self._bodies + streamed
+        if access is not None:
+            access.flush()
+        self.gauges, self.counters = gauges, counters
+
+    def page(self) -> str:
+        """The metrics page (on the metrics thread)."""
+        return render(self.metrics, self.gauges, self.counters, self.app)
+
+    def close(self) -> None:
+        if self.access is not None:
+            self.access.close()
+
+
+def read_exactly(fd: int, n: int) -> bytes | None:
+    """``n`` bytes from ``fd``; None at its end (a frame cut short counts as the end)."""
+    parts, left = [], n
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            return None
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
+def frames(fd: int):
+    """The payloads of the length-prefixed frames on ``fd``, until it ends."""
+    while (prefix := read_exactly(fd, 4)) is not None:
+        n = int.from_bytes(prefix, "big")
+        if n > MAX_FRAME:
+            raise ValueError(f"a frame of {n} bytes from the dispatcher")
+        payload = read_exactly(fd, n)
+        if payload is None:
+            return
+        yield payload
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ringmaster-dispatcher recorder",
+        description="Started by ringmaster-dispatcher; reads its batches on stdin.",
+    )
+    p.add_argument("--name", default="")
+    p.add_argument("--access-log", metavar="PATH")
+    p.add_argument("--access-log-format", choices=["json", "common"], default="json")
+    p.add_argument("--metrics-fd", type=int, default=-1, metavar="FD")
+    p.add_argument("--syslog-prefix", action="store_true")
+    add_log_level(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ringmaster_handler.logs import SafeFormatter, escape
+    from ringmaster_handler.proctitle import set_title
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
+    stderr = logging.StreamHandler(sys.stderr)
+    fmt = LOG_FORMAT
+    if args.name:
+        fmt = fmt.replace("%(name)s:", escape(args.name).replace("%", "%%") + " %(name)s:")
+    stderr.setFormatter(SafeFormatter(fmt, syslog_prefix=args.syslog_prefix))
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), handlers=[stderr])
+    set_title(f"ringmaster-dispatcher recorder {args.name}".rstrip(), b"ringmaster-rec")
+    access = None
+    if args.access_log:
+        access = AccessLog(args.access_log, args.access_log_format, args.name)
+    metrics = Metrics() if args.metrics_fd >= 0 else None
+    recorder = Recorder(access, metrics, args.name)
+    server = None
+    if metrics is not None:
+        server = MetricsServer(socket.socket(fileno=args.metrics_fd), recorder.page).start()
+    try:
+        for payload in frames(sys.stdin.fileno()):
+            try:
+                recorder.apply(marshal.loads(payload))
+            except Exception:  # (one bad batch must not end the log and the metrics)
+                log.exception("a batch from the dispatcher could not be recorded")
+    finally:
+        recorder.close()
+        if server is not None:
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
