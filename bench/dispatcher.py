@@ -127,7 +127,9 @@ class Dispatched(Mongrel2Front):
         server_args: list[str] = []
         self.client_args: list[str] = []
         if self.curve:
-            keys = self.workdir / "curve"
+            # (one directory per stack: two stacks in one workdir, as bench/observe_cost.py
+            # runs them, would otherwise rewrite each other's keys, which both sides reread)
+            keys = self.workdir / f"curve-{self.name.replace(' ', '-')}"
             (keys / "authorized").mkdir(parents=True, exist_ok=True)
             for name in ("dispatcher", "handler"):
                 subprocess.run(

@@ -29,7 +29,7 @@ from ringmaster_handler.recorder_link import RecorderLink
 
 
 def m2(conn: int, headers: dict, body: bytes = b"") -> bytes:
-    h = json.dumps(headers).encode()
+    h = json.dumps(headers, separators=(",", ":")).encode()  # (as Mongrel2 writes it)
     return b"S %d /p %d:%s,%d:%s," % (conn, len(h), h, len(body), body)
 
 
@@ -232,3 +232,37 @@ def test_the_recorder_writes_everything_shipped_before_stdin_ends(tmp_path):
     proc.stdin.close()
     assert proc.wait(10) == 0
     assert len(log_path.read_text().splitlines()) == 200
+
+
+def record(msg: bytes, reply_head: bytes | None = None) -> list:
+    return [msg, 10.0, 200, 5, reply_head, 1, None, 10.0123456]
+
+
+@pytest.mark.parametrize(
+    ("headers", "plain"),
+    [
+        (HEADERS, True),
+        ({**HEADERS, "user-agent": "curl/8", "x-request-id": "r-1"}, True),
+        ({"METHOD": "GET", "URI": "/"}, True),  # (no host, client or agent: null)
+        ({**HEADERS, "user-agent": 'say "hi"'}, False),  # (an escape)
+        ({**HEADERS, "user-agent": "caf\xe9"}, False),  # (\u00e9)
+        ({**HEADERS, "user-agent": "a\tb"}, False),
+        ({**HEADERS, "x-forwarded-for": ["1.1.1.1", "2.2.2.2"]}, False),  # (repeated)
+        ({"URI": "/"}, False),  # (no method: read the slow way)
+    ],
+)
+def test_plain_lines_are_the_json_lines(headers, plain):
+    from ringmaster_handler.credit import headers_span
+    from ringmaster_handler.observe import format_json
+    from ringmaster_handler.recorder import access_fields, plain_fields, plain_json_line
+
+    msg = m2(7, headers)
+    rec = record(msg, b"HTTP/1.1 200 OK\r\nX-Request-Id: fixed-id")
+    fields = plain_fields(msg, headers_span(msg))
+    assert (fields is not None) == plain
+    slow = access_fields(list(rec), 0.5)
+    slow["app"] = 'a"pp'
+    if plain:
+        line = plain_json_line(access_fields(list(rec), 0.5, fields), json.dumps('a"pp'))
+        assert line == format_json(slow)
+        assert json.loads(line) == {k: slow[k] for k in json.loads(line)}

@@ -175,7 +175,10 @@ class AccessLog:
 
     def add(self, rec: dict) -> None:
         rec["app"] = self.app
-        self.lines.append(self.format(rec))
+        self.add_line(self.format(rec))
+
+    def add_line(self, line: str) -> None:
+        self.lines.append(line)
         if len(self.lines) >= self.MAX_BUFFERED:
             self.flush()
 
