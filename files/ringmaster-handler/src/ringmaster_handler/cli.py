@@ -7,19 +7,17 @@ fronts: ``ringmaster-wsgi --dispatcher hello:app tcp://front1:9999,tcp://front2:
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 
 from ringmaster_handler.curve import ClientSide, CurveError, load_keypair, load_server_keys
 from ringmaster_handler.exchange import DEFAULT_STREAM_RATE
-from ringmaster_handler.logs import SafeFormatter
 from ringmaster_handler.options import (
-    LOG_FORMAT,
     add_curve_group,
     add_log_level,
     add_subscribe_timeout,
     add_version,
+    log_to_stderr,
 )
 from ringmaster_handler.specs import SpecError, pair_specs, parse_spec_list
 from ringmaster_handler.uploads import DEFAULT_TEMP_STORE
@@ -232,10 +230,7 @@ def load_app(spec: str):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    stderr = logging.StreamHandler(sys.stderr)
-    # Request data in messages (paths, headers) cannot start a line of its own.
-    stderr.setFormatter(SafeFormatter(LOG_FORMAT))
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), handlers=[stderr])
+    log_to_stderr(args.log_level)
     try:
         if args.send_spec is None and not args.check:
             raise UsageError("send_spec is required (except with --check)")

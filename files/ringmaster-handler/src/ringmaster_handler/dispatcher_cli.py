@@ -1,16 +1,15 @@
 """``ringmaster-dispatcher [options] m2_send_spec m2_recv_spec bind_spec``."""
 
 import argparse
-import logging
 import sys
 
 from ringmaster_handler.curve import CurveError, ServerSide, load_authorized, load_keypair
 from ringmaster_handler.options import (
-    LOG_FORMAT,
     add_curve_group,
     add_log_level,
     add_subscribe_timeout,
     add_version,
+    log_to_stderr,
 )
 from ringmaster_handler.specs import SpecError, parse_spec, parse_spec_list
 
@@ -197,15 +196,7 @@ def curve_options(args: argparse.Namespace) -> ServerSide | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ringmaster_handler.logs import SafeFormatter, escape
-
-    stderr = logging.StreamHandler(sys.stderr)
-    fmt = LOG_FORMAT
-    if args.name:
-        # (%-free and escaped: it becomes part of the format string)
-        fmt = fmt.replace("%(name)s:", escape(args.name).replace("%", "%%") + " %(name)s:")
-    stderr.setFormatter(SafeFormatter(fmt, syslog_prefix=args.syslog_prefix))
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), handlers=[stderr])
+    log_to_stderr(args.log_level, args.name, args.syslog_prefix)
     try:
         send = parse_spec(args.m2_send_spec)
         recv = parse_spec(args.m2_recv_spec)

@@ -5,10 +5,25 @@ same way and hold a CURVE keypair the same way; only the keys of the other side 
 """
 
 import argparse
+import logging
+import sys
 
 from ringmaster_handler import __version__
+from ringmaster_handler.logs import SafeFormatter, escape
 
 LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
+
+
+def log_to_stderr(level: str, name: str = "", syslog_prefix: bool = False) -> None:
+    """Every record to stderr through SafeFormatter (request data in messages cannot start a
+    line of its own), with the app's ``name`` after the level when given."""
+    fmt = LOG_FORMAT
+    if name:
+        # (%-free and escaped: it becomes part of the format string)
+        fmt = fmt.replace("%(name)s:", escape(name).replace("%", "%%") + " %(name)s:")
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(SafeFormatter(fmt, syslog_prefix=syslog_prefix))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[stderr])
 
 
 def add_log_level(p: argparse.ArgumentParser) -> None:

@@ -37,7 +37,7 @@ from ringmaster_handler.observe import (
     render,
     request_fields,
 )
-from ringmaster_handler.options import LOG_FORMAT, add_log_level
+from ringmaster_handler.options import add_log_level, log_to_stderr
 from ringmaster_handler.requestid import request_id_for, safe_request_id
 
 log = logging.getLogger("ringmaster_handler.recorder")
@@ -226,17 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ringmaster_handler.logs import SafeFormatter, escape
     from ringmaster_handler.proctitle import set_title
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, signal.SIG_IGN)
-    stderr = logging.StreamHandler(sys.stderr)
-    fmt = LOG_FORMAT
-    if args.name:
-        fmt = fmt.replace("%(name)s:", escape(args.name).replace("%", "%%") + " %(name)s:")
-    stderr.setFormatter(SafeFormatter(fmt, syslog_prefix=args.syslog_prefix))
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), handlers=[stderr])
+    log_to_stderr(args.log_level, args.name, args.syslog_prefix)
     set_title(f"ringmaster-dispatcher recorder {args.name}".rstrip(), b"ringmaster-rec")
     access = None
     if args.access_log:
