@@ -28,7 +28,7 @@ import zmq
 
 from ringmaster_handler.credit import MAX_FRAME, monitor_event
 from ringmaster_handler.curve import ServerSide
-from ringmaster_handler.observe import Observer, bind_metrics
+from ringmaster_handler.observe import Observer, bind_metrics, open_log
 from ringmaster_handler.recorder_link import RecorderLink
 from ringmaster_handler.scheduler import Scheduler
 from ringmaster_handler.stopsignals import drain_fd, stop_signals
@@ -93,8 +93,7 @@ class Dispatcher(Scheduler):
         if access_log and access_log != "-":
             # A path we cannot open stops us here, before anything else starts (the recorder
             # process opens it again for good).
-            os.close(os.open(access_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                             0o640))  # fmt: skip
+            os.close(open_log(access_log))
         self.curve = curve
         self._gate: KeyGate | None = None
         self._plain_refusals = DenialLog()

@@ -142,6 +142,11 @@ def request_fields(msg: bytes) -> dict:
     }
 
 
+def open_log(path: str) -> int:
+    """The access log file, for appending (created 0640: paths may carry tokens)."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+
+
 class AccessLog:
     """Lines go to a file (``path``; reopened when logrotate moved or removed it, checked
     every ``CHECK_EVERY`` seconds by inode: no signal needed) or to stdout (``-``).
@@ -167,7 +172,7 @@ class AccessLog:
         if self.path == "-":
             self.fd = sys.stdout.fileno()
             return
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        fd = open_log(self.path)
         st = os.fstat(fd)
         if self.fd >= 0:
             os.close(self.fd)

@@ -12,6 +12,7 @@ dispatcher is still draining are written too.
 """
 
 import argparse
+import json
 import logging
 import marshal
 import os
@@ -149,6 +150,8 @@ class Recorder:
         self.access = access
         self.metrics = metrics
         self.app = app
+        # (as format_json writes it; json.dumps, as a name may hold anything)
+        self._app_json = json.dumps(app, ensure_ascii=True)
         self.gauges: dict = {}
         self.counters: dict = {}
         self._bodies = 0
@@ -157,7 +160,6 @@ class Recorder:
         batch, wall_offset, gauges, counters, streamed = shipped
         metrics, access = self.metrics, self.access
         plain = access is not None and access.format is format_json
-        app_json = format_json({"app": self.app}).split(", ")[1].split(": ", 1)[1]
         for rec in batch:
             head = rec[HEAD]
             span = headers_span(head) if head else None
@@ -168,7 +170,8 @@ class Recorder:
                 continue
             fields = plain_fields(head, span) if plain else None
             if fields is not None:
-                access.add_line(plain_json_line(access_fields(rec, wall_offset, fields), app_json))
+                fields = access_fields(rec, wall_offset, fields)
+                access.add_line(plain_json_line(fields, self._app_json))
             else:
                 access.add(access_fields(rec, wall_offset))
         if metrics is not None:
