@@ -349,3 +349,19 @@ def test_a_plaintext_stack_is_unchanged_and_rejects_curve_handlers(tmp_path, key
             assert stack.get("/") == (200, b"Hello, World!")
         assert not mark.exists()
         assert stack.dispatcher.connected() == 1
+
+
+@needs_mongrel2
+def test_replies_of_whole_frames_pass_the_sealed_link(tmp_path, keys):
+    # A 1 MB body fills reply frames to MAX_FRAME; CURVE adds its own bytes to each frame on
+    # the wire, where libzmq checks MAXMSGSIZE: a limit of exactly MAX_FRAME cut the handler
+    # off at every large reply (the bench's slow clients, 1 MB each, stalled the stack).
+    stack, _servers = _curve_stack(tmp_path, keys)
+    with stack:
+        for mb in (1, 3):
+            status, body = stack.get(f"/big?mb={mb}", timeout=20)
+            assert (status, len(body)) == (200, mb << 20)
+        assert stack.get("/") == (200, b"Hello, World!")
+        log = stack.dispatcher.log_text()
+        assert "left (disconnected)" not in log, log
+        assert stack.dispatcher.connected() == 1

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from ringmaster_handler.credit import HEAD_LEN, hello_frame, reply_prefix_of
 from ringmaster_handler.dispatcher import Dispatcher
-from ringmaster_handler.scheduler import Scheduler
+from ringmaster_handler.scheduler import RETRY_LIMIT, Scheduler
 
 
 def request(method: str = "GET", conn: int = 1, path: str = "/") -> bytes:
@@ -231,6 +231,10 @@ def test_nothing_expires_without_a_queue_timeout(core):
     assert core.expire_due() is None
 
 
+def is_502(payload: bytes) -> bool:
+    return b" HTTP/1.1 502 " in payload
+
+
 def is_503(payload: bytes) -> bool:
     return b" HTTP/1.1 503 Service Unavailable" in payload
 
@@ -384,3 +388,40 @@ def test_replies_wait_in_order_while_mongrel2_is_not_taking_them():
         d.m2_out.close(0)
         d.router.close(0)
         ctx.term()
+
+
+def test_a_request_whose_handlers_keep_vanishing_gets_502_after_the_retry_limit():
+    # A request that kills whatever runs it goes round no more than RETRY_LIMIT times.
+    core = Core(prefetch=2)
+    core.on_request(request("GET", 1, "/deadly"))
+    for fd in range(1, RETRY_LIMIT + 2):
+        core.join(b"h%d" % fd, fd)
+        core.on_request(request("GET", 10 + fd))  # waits behind it: an innocent bystander
+        assert core.jobs_of(b"h%d" % fd)[0][1] == request("GET", 1, "/deadly")
+        assert core.to_m2 == []
+        core.on_disconnect(fd)
+    assert is_502(core.to_m2[0]) and core.to_m2[0].startswith(b"sender 1:1, ")
+    assert core.stats["failed"] == 1
+    # The bystanders were only ever prefetched behind it: retried as often as it takes.
+    core.join(b"last", 99)
+    assert [r for _, r in core.jobs_of(b"last")][:1] == [request("GET", 11)]
+    assert core.lost_with == {}
+
+
+def test_the_retry_count_is_per_request_not_per_connection():
+    core = Core(prefetch=0)
+    for fd in range(1, RETRY_LIMIT + 1):  # one loss short of the limit
+        core.join(b"h%d" % fd, fd)
+        if fd == 1:
+            core.on_request(request("GET", 1))
+        core.on_disconnect(fd)
+    core.join(b"ok", 50)
+    [(rid, _)] = core.jobs_of(b"ok")
+    core.done(b"ok", rid)
+    assert core.lost_with == {}
+    # The connection's next request starts from zero.
+    core.clock_.now += 1
+    core.on_request(request("GET", 1))
+    core.on_disconnect(50)
+    core.join(b"ok2", 51)
+    assert len(core.jobs_of(b"ok2")) == 1 and core.to_m2 == [b"sender 1:1, reply"]

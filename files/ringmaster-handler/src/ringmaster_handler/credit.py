@@ -79,6 +79,16 @@ K_STREAM_REQUEST, K_UPLOAD_DATA, K_UPLOAD_END, K_ABORT = (
 # The largest frame either side sends or accepts (ZMQ_MAXMSGSIZE on both sockets). Handlers
 # split longer replies; the dispatcher asks Mongrel2 for upload bytes in smaller steps.
 MAX_FRAME = 1 << 20
+# libzmq checks MAXMSGSIZE against the frame on the wire, and CURVE wraps each frame in a
+# MESSAGE command: 8 bytes of name, an 8-byte nonce, a 16-byte MAC and a flags byte.
+CURVE_OVERHEAD = 33
+
+
+def wire_limit(curve: bool) -> int:
+    """ZMQ_MAXMSGSIZE for a link that carries frames of at most MAX_FRAME bytes."""
+    return MAX_FRAME + (CURVE_OVERHEAD if curve else 0)
+
+
 # Bytes of a streamed upload that may be on their way to a handler and not yet consumed.
 UPLOAD_WINDOW = 256 * 1024
 CONSUMED_LEN = struct.Struct("<I")

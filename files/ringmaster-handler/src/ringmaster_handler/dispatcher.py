@@ -26,7 +26,7 @@ from functools import partial
 
 import zmq
 
-from ringmaster_handler.credit import MAX_FRAME, monitor_event
+from ringmaster_handler.credit import monitor_event, wire_limit
 from ringmaster_handler.curve import ServerSide
 from ringmaster_handler.observe import Observer, bind_metrics, open_log
 from ringmaster_handler.recorder_link import RecorderLink
@@ -141,7 +141,7 @@ class Dispatcher(Scheduler):
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         # A handler sending a larger frame is disconnected by libzmq (its requests are then
         # retried or failed like those of any handler that goes away).
-        router.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)
+        router.setsockopt(zmq.MAXMSGSIZE, wire_limit(self.curve is not None))
         router.setsockopt(zmq.RCVHWM, HANDLER_PIPE)
         router.setsockopt(zmq.HEARTBEAT_IVL, hb_ms)
         router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * hb_ms)

@@ -13,6 +13,8 @@ Scheduling, per handler ("worker"):
   worker had already started it, it runs twice: hence GET/HEAD only. Its reply is dropped.)
 - A worker that is gone has its requests retried (GET/HEAD with no reply bytes sent yet),
   answered 502 (nothing sent yet), or their connections closed (a reply was under way).
+  A request whose handler vanishes while running it RETRY_LIMIT + 1 times is answered 502:
+  it is probably what kills them, and would otherwise go round until it expires.
 - A request that no worker has started within ``queue_timeout`` of its arrival is answered
   503 (``expire``): a client learns at once that nobody can serve it, instead of hanging.
 
@@ -90,6 +92,10 @@ UPLOAD_CHUNK = MAX_FRAME - HEAD_LEN
 # them all at once, so without a bound one connection could fill the dispatcher's memory;
 # beyond it the connection is closed (answering out of turn would break the order).
 PIPELINE_LIMIT = 256
+# Retries of one request after the handler running it vanished: it runs in at most
+# RETRY_LIMIT + 1 handlers. A request that kills every handler it reaches would otherwise go
+# round, taking them down one after another, until it expires.
+RETRY_LIMIT = 2
 # The status logged for a request whose client went away before its response (nginx's).
 CLIENT_GONE = 499
 # Mongrel2's stream key is looked for this far into a message before parsing its headers.
@@ -278,6 +284,8 @@ class Scheduler:
         self.conns: dict[bytes, deque | None] = {}
         self.uploads: dict[bytes, Upload] = {}  # streamed bodies still coming, by prefix
         self.cancels: deque[tuple[float, bytes]] = deque()  # (due, prefix) ctl cancels
+        # Requests whose running handler vanished: prefix -> (arrival time, how many times).
+        self.lost_with: dict[bytes, tuple[float, int]] = {}
         self.per_key: dict[str, int] = {}  # connected workers per CURVE key name
         self.warn = RateLimitedLog(log, WARN_EVERY, clock)
         # Request ids start at a random point so a restarted dispatcher never mistakes a
@@ -607,6 +615,8 @@ class Scheduler:
         self._release(job.prefix)
 
     def _release(self, prefix: bytes) -> None:
+        if self.lost_with:
+            self.lost_with.pop(prefix, None)
         later = self.conns.pop(prefix, None)
         if later:
             msg = later.popleft()
@@ -990,6 +1000,7 @@ class Scheduler:
             else:
                 self.per_key.pop(w.key, None)
         held = [j for j in w.jobs.values() if not j.stolen]
+        running = {id(j) for j in held if not j.waiting}  # what it was doing when it went
         for job in w.jobs.values():
             if job.waiting:
                 self.waiting -= 1
@@ -1005,7 +1016,11 @@ class Scheduler:
                 self._close_prefix(job.prefix)  # part of a reply went out: only closing is safe
                 self.stats["failed"] += 1
             elif job.upload is None and is_idempotent(job.msg):
-                retry.append((job.msg, job.arrived, job.prefix))
+                if id(job) in running and self._lost_too_often(job):
+                    self._answer_prefix(job.prefix, 502)
+                    self.stats["failed"] += 1
+                else:
+                    retry.append((job.msg, job.arrived, job.prefix))
             else:
                 # (a streamed upload still coming is cancelled in Mongrel2 too)
                 self._answer_prefix(job.prefix, 502)
@@ -1017,6 +1032,21 @@ class Scheduler:
                     self.observer.retried(prefix)
             self.queue.extendleft(reversed(retry))
             self._offer()
+
+    def _lost_too_often(self, job: Job) -> bool:
+        """Count that the handler running ``job`` vanished; True the RETRY_LIMIT + 1st time."""
+        first, n = self.lost_with.get(job.prefix, (job.arrived, 0))
+        n = n + 1 if first == job.arrived else 1
+        if n <= RETRY_LIMIT:
+            self.lost_with[job.prefix] = (job.arrived, n)
+            return False
+        self.warn.warning(
+            "lost",
+            "request %r was running in %d handlers that all vanished; answered 502, not "
+            "retried again",
+            _path_of(job.msg), n,
+        )  # fmt: skip
+        return True
 
     # -- answering clients ourselves ------------------------------------------------------
 
@@ -1035,6 +1065,8 @@ class Scheduler:
         CANCEL_DELAY, or the response would be lost (measured).
         """
         self.conns.pop(prefix, None)
+        if self.lost_with:
+            self.lost_with.pop(prefix, None)
         rid = self.observer.answered(prefix, code) if self.observer is not None else None
         upload = self.uploads.pop(prefix, None) if self.uploads else None
         if upload is None:

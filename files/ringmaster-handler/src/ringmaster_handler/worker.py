@@ -51,6 +51,7 @@ from ringmaster_handler.credit import (
     MORE,
     hello_frame,
     monitor_event,
+    wire_limit,
 )
 from ringmaster_handler.curve import ClientSide
 from ringmaster_handler.loop import (
@@ -164,7 +165,7 @@ class WorkerLoop(HandlerLoop):
             sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
             # Protocol v2: no frame is larger (a dispatcher that sends one is dropped, and
             # reconnected to, rather than letting it make us allocate without bound).
-            sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)
+            sock.setsockopt(zmq.MAXMSGSIZE, wire_limit(self.curve is not None))
             events = self._up_event | zmq.EVENT_DISCONNECTED
             if self.curve is not None:
                 sock.setsockopt(zmq.CURVE_SERVERKEY, self.curve.server_keys[url])
