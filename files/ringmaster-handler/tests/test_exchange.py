@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from ringmaster_handler.exchange import MIN_MESSAGE_GAP, AppError, Exchange
+from ringmaster_handler.exchange import BURST_MESSAGES, MIN_MESSAGE_GAP, AppError, Exchange
 from ringmaster_handler.response import (
     MAX_CONN_IDS,
     chunk,
@@ -235,8 +235,20 @@ def test_fast_stream_is_paced_and_coalesced():
     ex.run(app_stream(*[b"x" * 100] * 20000), {})
     assert sum(sizes) > 20000 * 100
     assert len(sizes) < 2000  # coalesced
-    for (t1, size), t2 in zip(zip(times, sizes, strict=False), times[1:], strict=False):
+    pairs = list(zip(zip(times, sizes, strict=False), times[1:], strict=False))
+    # The first BURST_MESSAGES go back to back; every later one waits its share of the rate.
+    for (t1, size), t2 in pairs[BURST_MESSAGES - 1 :]:
         assert t2 - t1 >= max(MIN_MESSAGE_GAP, size / (50 * 1024 * 1024)) * 0.95
+
+
+def test_a_body_of_a_few_pieces_goes_out_without_pacing_sleeps():
+    # 3 MiB returned at once, in 1 MiB messages: at 1 MiB/s pacing would take 3 s.
+    sent = []
+    ex = Exchange(sent.append, "HTTP/1.1", True, False, stream_rate=1 << 20, max_payload=1 << 20)
+    started = time.monotonic()
+    ex.run(app_stream(b"x" * (3 << 20)), {})
+    assert time.monotonic() - started < 0.5
+    assert sum(map(len, sent)) > 3 << 20 and max(map(len, sent)) <= 1 << 20
 
 
 def test_slow_producer_chunks_go_out_at_once():

@@ -8,9 +8,11 @@ Mongrel2 (1.12.2) drops a client connection when more than 16 reply messages for
 its delivery queue, and its handler task keeps reading the SUB socket without yielding while
 messages are there: a burst of back-to-back messages kills the connection even when the
 client is fast (measured: 50 x 1 KB or 20 x 1 MB without gaps fail; gaps of size/200 MB/s
-work). Streamed output is therefore paced: consecutive messages of one response are spaced
-by size / stream_rate, chunks that arrive while we wait are coalesced into messages of up to
-STREAM_MESSAGE_BYTES, and a slow producer's chunks (server-sent events) go out at once.
+work). Streamed output is therefore paced: after the first BURST_MESSAGES of a response,
+consecutive messages are spaced by size / stream_rate, chunks that arrive while we wait are
+coalesced into messages of up to STREAM_MESSAGE_BYTES, and a slow producer's chunks
+(server-sent events) go out at once. The unpaced first messages keep a body of a few MiB
+from holding its handler for size / stream_rate (16 ms per MiB at the default rate).
 Nothing in the protocol tells a handler how fast the client reads (Mongrel2's download
 credits go round-robin to any handler process), so a client much slower than stream_rate can
 still be cut off by Mongrel2 once about 16 messages pile up for it.
@@ -35,6 +37,8 @@ log = logging.getLogger("ringmaster_handler.exchange")
 
 STREAM_MESSAGE_BYTES = 1024 * 1024
 DEFAULT_STREAM_RATE = 64 * 1024 * 1024  # bytes/s; see the module docstring
+# Messages of one response sent back to back before pacing starts: well under Mongrel2's 16.
+BURST_MESSAGES = 4
 # Even tiny messages need a gap, or Mongrel2 reads a burst of them in one go.
 MIN_MESSAGE_GAP = 0.0003
 # A chunk that took the app longer than this to produce goes out at once (latency matters
@@ -308,8 +312,13 @@ class Exchange:
         self._emit(payload, last)
         if self._push is not None:
             self._push()
+        if not self._max_payload or len(payload) <= self._max_payload:
+            self._pace(len(payload))  # (pieces were paced one by one)
+
+    def _pace(self, size: int) -> None:
         # Measured from the end of this send, so the gap holds however long the send took.
-        self._next_send = time.monotonic() + max(MIN_MESSAGE_GAP, len(payload) / self._stream_rate)
+        if self.messages >= BURST_MESSAGES:
+            self._next_send = time.monotonic() + max(MIN_MESSAGE_GAP, size / self._stream_rate)
 
     def _emit(self, payload: bytes, last: bool = False) -> None:
         """Send one reply message; ``last``: nothing follows it for this response."""
@@ -341,8 +350,7 @@ class Exchange:
                 self._send(self._prefix + piece)
                 if self._push is not None:
                     self._push()
-            gap = max(MIN_MESSAGE_GAP, len(piece) / self._stream_rate)
-            self._next_send = time.monotonic() + gap
+            self._pace(len(piece))
 
 
 def _as_bytes(data: object) -> bytes:
