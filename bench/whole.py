@@ -23,6 +23,9 @@ same number of Python processes, on free loopback ports in 20000-29999:
 - uwsgi http11-socket (alone), granian wsgi (alone)
 - --extra-rows adds labelled rows that are NOT what the roles deploy: ringmaster dispatcher
   with ipc:// to Mongrel2, and with CURVE off.
+- --recommended adds a group where each peer runs its own recommended worker count
+  (RECOMMENDED), and our dispatcher row runs 16 threads per process (wsgi_app_threads, what
+  docs/operating.md recommends for thread-safe apps that wait on I/O).
 
 Workloads (interleaved rounds: each round runs every stack in a rotated order; medians):
 1 hello     wrk -c64 keep-alive and Connection: close on /; req/s, p50/p99, CPU us per
@@ -76,6 +79,9 @@ RECOMMENDED = {
     "ringmaster": 2,  # roles/wsgi_app defaults: wsgi_app_processes 2
     # uWSGI's docs give no formula ("there is no magic rule"): no extra row.
 }
+# Threads per handler process in the recommended group's dispatcher row: what docs/operating.md
+# recommends for thread-safe apps that wait on I/O (wsgi_app_threads; the role's default is 1).
+RECOMMENDED_THREADS = 16
 
 _clients: list[subprocess.Popen] = []
 
@@ -136,10 +142,12 @@ class RingmasterDispatcher(m2.Dispatched, Stack):
     app = APP
     curve = True  # as deployed
     ipc = False  # loopback tcp between Mongrel2 and the dispatcher, as deployed
+    threads = 1  # wsgi_app_threads
 
     def start(self) -> None:
         root = self.workdir / self.name.replace(" ", "-")
-        self.handler_args = (*self.deploy["handler"]["args"], "--upload-root", str(root))
+        threads = ("--threads", str(self.threads)) if self.threads > 1 else ()
+        self.handler_args = (*self.deploy["handler"]["args"], *threads, "--upload-root", str(root))
         self.settings = m2_settings(self.deploy, "dispatcher")
         self.extra_args = tuple(self.deploy["dispatcher"]["args"])
         super().start()
@@ -460,6 +468,9 @@ def start_group(group, setting, venv, workdir, deploy, nofile, results, servers:
         s = kind(venv, procs, workdir)
         s.deploy, s.nofile = deploy, nofile
         s.label = f"{s.name} x{procs}" if setting == "recommended" else s.name
+        if setting == "recommended" and isinstance(s, RingmasterDispatcher):
+            s.threads = RECOMMENDED_THREADS
+            s.label += f" threads {s.threads}"
         servers.append(s)
         try:
             s.start()
