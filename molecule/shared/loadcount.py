@@ -4,10 +4,11 @@
 wrk does not count requests that never get an answer; this client gives each
 request its own timeout, so a request is either answered (2xx), failed (any
 other status, a reset, a refused connection) or lost (no answer in time).
-It stops on its own after --duration seconds or when --stop-file appears, and
-prints one JSON object with the counts, the hosts that answered and what stopped it
-("stopped_by": "stop-file" or "duration", so a check can tell that the load outlasted
-what it measured).
+It stops on its own after --duration seconds, when --stop-file appears, or (with
+--until-tallied) once enough different --tally values answered, and prints one JSON
+object with the counts, the hosts that answered and what stopped it ("stopped_by":
+"stop-file", "duration" or "tallied", so a check can tell that the load outlasted what
+it measured).
 
 A request counts as lost when its whole exchange, not a single read, takes longer than
 --timeout: a reply that trickles in is not an answer. Every request a thread sent is counted
@@ -66,7 +67,7 @@ def exchange(conn, method, path, body, timeout):
     return resp.status, b"".join(chunks), resp.will_close
 
 
-def client(args, deadline, totals, lock, spans):
+def client(args, deadline, totals, lock, spans, seen, enough):
     """One keep-alive connection's requests; ``spans`` gets (start, end, method, outcome) of each."""
     conn = None
     local = Counter()
@@ -76,7 +77,7 @@ def client(args, deadline, totals, lock, spans):
     slowest = 0.0
     rng = random.Random()
     try:
-        while time.monotonic() < deadline and not os.path.exists(args.stop_file):
+        while time.monotonic() < deadline and not enough.is_set() and not os.path.exists(args.stop_file):
             method = "POST" if args.method == "POST" or rng.random() < args.post_share else "GET"
             local["sent"] += 1
             local[f"sent_{method}"] += 1
@@ -99,7 +100,11 @@ def client(args, deadline, totals, lock, spans):
                         hosts[match.group(1).decode()] += 1
                     if args.tally:
                         found = args.tally.search(body)
-                        tally[" ".join(g.decode() for g in found.groups()) if found else "(no match)"] += 1
+                        key = " ".join(g.decode() for g in found.groups()) if found else "(no match)"
+                        tally[key] += 1
+                        seen.add(key)
+                        if args.until_tallied and len(seen) >= args.until_tallied:
+                            enough.set()
                 else:
                     local["failed"] += 1
                     local[f"status_{status}"] += 1
@@ -181,6 +186,13 @@ def main(argv=None) -> int:
         type=lambda text: re.compile(text.encode()),
         help="count 2xx answers by this regex's groups (e.g. the app version and host)",
     )
+    parser.add_argument(
+        "--until-tallied",
+        type=int,
+        default=0,
+        help="stop once this many different --tally values answered (--duration stays the bound): "
+        "a sample that must see every host need not guess how long that takes under load",
+    )
     args = parser.parse_args(argv)
 
     totals = Counter()
@@ -188,10 +200,15 @@ def main(argv=None) -> int:
     totals["tally"] = Counter()
     lock = threading.Lock()
     spans = []  # list.append is atomic: the threads share it
+    seen = set()  # tally values so far, all threads (set.add is atomic too)
+    enough = threading.Event()
     deadline = time.monotonic() + args.duration
     started = time.monotonic()
     began = time.time()
-    threads = [threading.Thread(target=client, args=(args, deadline, totals, lock, spans)) for _ in range(args.clients)]
+    threads = [
+        threading.Thread(target=client, args=(args, deadline, totals, lock, spans, seen, enough))
+        for _ in range(args.clients)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -199,7 +216,7 @@ def main(argv=None) -> int:
     ended = time.time()
     hosts = dict(totals.pop("hosts"))
     tally = dict(totals.pop("tally"))
-    stopped_by = "stop-file" if os.path.exists(args.stop_file) else "duration"
+    stopped_by = "stop-file" if os.path.exists(args.stop_file) else "tallied" if enough.is_set() else "duration"
     result = {
         "seconds": round(time.monotonic() - started, 1),
         "began": round(began, 3),

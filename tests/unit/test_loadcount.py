@@ -150,3 +150,20 @@ def test_no_instant_no_counts(tmp_path):
     assert code == 0
     assert result["at_instant"] == {}
     assert result["ended"] - result["began"] >= 0.3
+
+
+@pytest.mark.parametrize(
+    ("until", "stopped_by"),
+    [
+        pytest.param("1", "tallied", id="one-value-seen"),
+        pytest.param("2", "duration", id="never-two-values"),
+    ],
+)
+def test_until_tallied_stops_once_enough_values_answered(tmp_path, until, stopped_by):
+    with server("ok") as port:
+        rc, result, _ = run(port, tmp_path, "--duration", "3", "--tally", "(host \\S+),", "--until-tallied", until)
+    assert rc == 0
+    assert result["stopped_by"] == stopped_by
+    assert result["tally"] == {"host web1": result["ok"]}
+    if stopped_by == "tallied":
+        assert result["seconds"] < 1.0  # the first answer was enough, long before --duration
