@@ -309,27 +309,29 @@ class Exchange:
         now = time.monotonic()
         if now < self._next_send:
             time.sleep(self._next_send - now)
-        self._emit(payload, last)
+        in_pieces = self._emit(payload, last)
         if self._push is not None:
             self._push()
-        if not self._max_payload or len(payload) <= self._max_payload:
-            self._pace(len(payload))  # (pieces were paced one by one)
+        if not in_pieces:  # (pieces were paced one by one)
+            self._pace(len(payload))
 
     def _pace(self, size: int) -> None:
         # Measured from the end of this send, so the gap holds however long the send took.
         if self.messages >= BURST_MESSAGES:
             self._next_send = time.monotonic() + max(MIN_MESSAGE_GAP, size / self._stream_rate)
 
-    def _emit(self, payload: bytes, last: bool = False) -> None:
-        """Send one reply message; ``last``: nothing follows it for this response."""
+    def _emit(self, payload: bytes, last: bool = False) -> bool:
+        """Send one reply message; ``last``: nothing follows it for this response. True when
+        it was too long and went as several messages, each paced already."""
         if self._max_payload and len(payload) > self._max_payload:
             self._emit_pieces(payload, last)
-            return
+            return True
         self.messages += 1
         if last and self._send_last is not None:
             self._send_last(self._prefix + payload)
         else:
             self._send(self._prefix + payload)
+        return False
 
     def _emit_pieces(self, payload: bytes, last: bool) -> None:
         # Too long for one message (a 64 MiB body returned at once): several messages, paced
