@@ -5,7 +5,7 @@ wrk does not count requests that never get an answer; this client gives each
 request its own timeout, so a request is either answered (2xx), failed (any
 other status, a reset, a refused connection) or lost (no answer in time).
 It stops on its own after --duration seconds, when --stop-file appears, or (with
---until-tallied) once enough different --tally values answered, and prints one JSON
+--until-tallied) once enough different --tally values answered and --at-least passed, and prints one JSON
 object with the counts, the hosts that answered and what stopped it ("stopped_by":
 "stop-file", "duration" or "tallied", so a check can tell that the load outlasted what
 it measured).
@@ -67,7 +67,7 @@ def exchange(conn, method, path, body, timeout):
     return resp.status, b"".join(chunks), resp.will_close
 
 
-def client(args, deadline, totals, lock, spans, seen, enough):
+def client(args, deadline, floor, totals, lock, spans, seen, enough):
     """One keep-alive connection's requests; ``spans`` gets (start, end, method, outcome) of each."""
     conn = None
     local = Counter()
@@ -77,7 +77,11 @@ def client(args, deadline, totals, lock, spans, seen, enough):
     slowest = 0.0
     rng = random.Random()
     try:
-        while time.monotonic() < deadline and not enough.is_set() and not os.path.exists(args.stop_file):
+        while (
+            time.monotonic() < deadline
+            and not (enough.is_set() and time.monotonic() >= floor)
+            and not os.path.exists(args.stop_file)
+        ):
             method = "POST" if args.method == "POST" or rng.random() < args.post_share else "GET"
             local["sent"] += 1
             local[f"sent_{method}"] += 1
@@ -193,6 +197,12 @@ def main(argv=None) -> int:
         help="stop once this many different --tally values answered (--duration stays the bound): "
         "a sample that must see every host need not guess how long that takes under load",
     )
+    parser.add_argument(
+        "--at-least",
+        type=float,
+        default=0.0,
+        help="with --until-tallied: never stop for it before this many seconds",
+    )
     args = parser.parse_args(argv)
 
     totals = Counter()
@@ -202,11 +212,12 @@ def main(argv=None) -> int:
     spans = []  # list.append is atomic: the threads share it
     seen = set()  # tally values so far, all threads (set.add is atomic too)
     enough = threading.Event()
-    deadline = time.monotonic() + args.duration
     started = time.monotonic()
+    deadline = started + args.duration
+    floor = started + args.at_least
     began = time.time()
     threads = [
-        threading.Thread(target=client, args=(args, deadline, totals, lock, spans, seen, enough))
+        threading.Thread(target=client, args=(args, deadline, floor, totals, lock, spans, seen, enough))
         for _ in range(args.clients)
     ]
     for thread in threads:

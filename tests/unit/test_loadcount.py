@@ -167,3 +167,13 @@ def test_until_tallied_stops_once_enough_values_answered(tmp_path, until, stoppe
     assert result["tally"] == {"host web1": result["ok"]}
     if stopped_by == "tallied":
         assert result["seconds"] < 1.0  # the first answer was enough, long before --duration
+
+
+def test_until_tallied_waits_at_least_the_floor(tmp_path):
+    with server("ok") as port:
+        rc, result, _ = run(
+            port, tmp_path, "--duration", "5", "--tally", "(host \\S+),", "--until-tallied", "1", "--at-least", "1.5"
+        )
+    assert rc == 0
+    assert result["stopped_by"] == "tallied"
+    assert 1.5 <= result["seconds"] < 4.0
