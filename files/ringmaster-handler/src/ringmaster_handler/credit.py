@@ -91,7 +91,7 @@ def wire_limit(curve: bool) -> int:
 
 # Bytes of a streamed upload that may be on their way to a handler and not yet consumed. Only
 # a request a handler has taken gets credits, so this is held per busy handler, not per
-# upload waiting. 1 MiB carried 5 MB uploads at 1.2x the rate of 256 KiB (bench/whole.py).
+# upload waiting. 1 MiB: the best of the window sweep in docs/performance.md (bench/whole.py).
 UPLOAD_WINDOW = 1024 * 1024
 CONSUMED_LEN = struct.Struct("<I")
 
