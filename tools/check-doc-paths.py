@@ -26,7 +26,14 @@ import re
 import sys
 from pathlib import Path
 
-DOCS = ("README.md", "docs/*.md", "roles/*/README.md", "files/ringmaster-handler/*.md", "ansible.cfg")
+DOCS = (
+    "README.md",
+    "docs/*.md",
+    "roles/*/README.md",
+    "files/ringmaster-handler/*.md",
+    "files/sample_django/*.md",
+    "ansible.cfg",
+)
 REPO_EXTENSIONS = {".md", ".py", ".yml", ".yaml", ".sh", ".j2", ".txt", ".toml", ".cfg"}
 SHELL_FENCES = {"sh", "bash", "shell", "console"}
 

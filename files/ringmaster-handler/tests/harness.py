@@ -74,6 +74,13 @@ class Mongrel2:
     def config_text(self) -> str:
         routes = []
         for path, h in self.routes.items():
+            if "dir" in h:
+                # A static directory, relative to the chroot (here: the working directory).
+                routes.append(
+                    f"'{path}': Dir(base='{h['dir']}', index_file='index.html', "
+                    f"default_ctype='application/octet-stream')"
+                )
+                continue
             extra = f", protocol='{h['protocol']}'" if h.get("protocol") else ""
             routes.append(
                 f"'{path}': Handler(send_spec='{h['send']}', send_ident='{h['ident']}', "
