@@ -104,7 +104,7 @@ def start_tls_stack(root: Path, ciphers: str | None):
     issue(root, certdir, m2.uuid, "localhost")
     issue(root, certdir, "app.test", "app.test")
     issue(root, certdir, "_.wild.test", "*.wild.test")
-    handler = Handler(root, "apps:router", route["send"], route["recv"])
+    handler = Handler(root, "apps:router", route["send"], route["recv"], "--hsts-max-age", "600")
     return m2, handler
 
 
@@ -153,6 +153,7 @@ def test_the_app_sees_https_and_the_chain_verifies(tls_stack):
     assert head.startswith("HTTP/1.1 200"), head
     environ = json.loads(body)
     assert environ["wsgi.url_scheme"] == "https"
+    assert "\r\nStrict-Transport-Security: max-age=600\r\n" in head + "\r\n", head
     assert facts["version"] == "TLSv1.2"
     assert facts["cipher"] in AEAD
 
