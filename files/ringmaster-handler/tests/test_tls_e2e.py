@@ -8,9 +8,11 @@ Mongrel2's defaults do, and that the app sees wsgi.url_scheme https.
 
 import json
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -209,3 +211,49 @@ def test_without_the_cipher_list_mongrel2_speaks_tls_1_1(tmp_path):
         facts, head, _ = get(m2.port, client(None, ssl.TLSVersion.TLSv1_1), "localhost")
     assert facts["version"] == "TLSv1.1"
     assert head.startswith("HTTP/1.1 200"), head
+
+
+def served_serial(port: int, server_name: str) -> str:
+    """The serial number of the certificate Mongrel2 sends for server_name."""
+    ctx = client(None)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname=server_name) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    out = subprocess.run(
+        ["openssl", "x509", "-inform", "DER", "-noout", "-serial"],
+        input=der,
+        capture_output=True,
+        check=True,
+    )
+    return out.stdout.decode().strip()
+
+
+def test_sighup_swaps_sni_certificates_and_keeps_open_connections(tmp_path):
+    """What a renewal without a restart could use: SIGHUP empties Mongrel2's SNI cache (the
+    server's own certificate stays until a restart), and an open TLS connection carries on."""
+    make_ca(tmp_path)
+    m2, handler = start_tls_stack(tmp_path, role_ciphers())
+    with running(m2.start(), handler.start()):
+        ctx = client(None)
+        with (
+            socket.create_connection(("127.0.0.1", m2.port), timeout=10) as raw,
+            ctx.wrap_socket(raw, server_hostname="app.test") as open_conn,
+        ):
+            request = b"GET /environ HTTP/1.1\r\nHost: localhost\r\n\r\n"
+            open_conn.sendall(request)
+            assert open_conn.recv(65536).startswith(b"HTTP/1.1 200")
+            before_sni, before_default = (
+                served_serial(m2.port, "app.test"),
+                served_serial(m2.port, "x.test"),
+            )
+            issue(tmp_path, tmp_path / "certs", "app.test", "app.test")
+            issue(tmp_path, tmp_path / "certs", m2.uuid, "localhost")
+            assert served_serial(m2.port, "app.test") == before_sni  # cached
+            m2.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.5)
+            assert served_serial(m2.port, "app.test") != before_sni
+            assert served_serial(m2.port, "x.test") == before_default  # read once, at start
+            open_conn.sendall(request)
+            assert open_conn.recv(65536).startswith(b"HTTP/1.1 200")
