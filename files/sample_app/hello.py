@@ -3,6 +3,7 @@
 GET /        a greeting naming the host and process that answered
 POST /echo   the request body, byte for byte
 GET /health  "ok", for checks that should not depend on the greeting's wording
+GET /scheme  wsgi.url_scheme, the host and port the app sees (https behind Mongrel2's TLS)
 GET or POST /sleep?seconds=N (or ?s=N)
              waits N seconds (at most 30), then greets: a slow request for
              head-of-line, fault and request-timeout tests
@@ -113,6 +114,9 @@ def application(environ, start_response):
         return _multipart(environ, start_response)
     if path == "/health":
         return _respond(start_response, "200 OK", b"ok\n")
+    if path == "/scheme":
+        seen = f"{environ['wsgi.url_scheme']} {environ.get('SERVER_NAME', '')} {environ.get('SERVER_PORT', '')}\n"
+        return _respond(start_response, "200 OK", seen.encode())
     if path == "/" and method in ("GET", "HEAD"):
         body = f"Hello from ringmaster: host {_HOST}, pid {os.getpid()}\n".encode()
         return _respond(start_response, "200 OK", body)

@@ -3,12 +3,17 @@
 Runs the real playbook against a fresh systemd container from the test image.
 """
 
+import datetime
 import json
 import os
 import subprocess
 import time
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from playbook_run import REPO, booted_container, podman, run_playbook
 
 IMAGE = os.environ.get("RINGMASTER_IMAGE", "localhost/ringmaster-debian12:2")
@@ -154,6 +159,69 @@ def test_bad_input_fails_before_any_change(host, tmp_path, extra_vars, named):
     assert "PLAY [Circus on every host]" not in output, output
     assert _changed_paths(name) == []
     assert podman("exec", name, "dpkg-query", "-W", "mongrel2-core", check=False).returncode != 0
+
+
+def _tls_pair(days_left=90, name="localhost"):
+    """A self-signed P-256 certificate for name and its key, as PEM text."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=100))
+        .not_valid_after(now + datetime.timedelta(days=days_left))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
+
+
+_GOOD_CERT, _GOOD_KEY = _tls_pair()
+_OTHER_KEY = _tls_pair()[1]
+_EXPIRED_CERT, _EXPIRED_KEY = _tls_pair(days_left=-1)
+
+TLS_CASES = [
+    pytest.param(
+        {"names": ["localhost"], "cert": _GOOD_CERT, "key": _OTHER_KEY},
+        "mongrel2_tls_certificates[0]: the key does not match the certificate",
+        id="tls-key-does-not-match",
+    ),
+    pytest.param(
+        {"names": ["localhost"], "cert": _EXPIRED_CERT, "key": _EXPIRED_KEY},
+        "mongrel2_tls_certificates[0]: the certificate expired on",
+        id="tls-certificate-expired",
+    ),
+    pytest.param(
+        {"names": ["www.example.com"], **dict(zip(("cert", "key"), _tls_pair(name="www.example.com"), strict=True))},
+        "mongrel2_tls_certificates: no entry's names cover the TLS host localhost",
+        id="tls-host-without-certificate",
+    ),
+    pytest.param(
+        {"names": ["localhost"], "cert_file": "/nonexistent/site.crt", "key": _GOOD_KEY},
+        "mongrel2_tls_certificates[0].cert_file: cannot read /nonexistent/site.crt on the controller",
+        id="tls-certificate-file-unreadable",
+    ),
+]
+
+
+@pytest.mark.parametrize(("certificate", "named"), TLS_CASES)
+def test_bad_tls_input_fails_before_any_change_and_shows_no_key(host, tmp_path, certificate, named):
+    name, inventory = host
+    extra_vars = {"mongrel2_tls": True, "mongrel2_tls_certificates": [certificate]}
+    returncode, output = run_playbook("deploy", inventory, extra_vars, tmp_path)
+    assert returncode != 0, output
+    assert named in output, output
+    assert "PLAY [Circus on every host]" not in output, output
+    for key in (_GOOD_KEY, _OTHER_KEY, _EXPIRED_KEY):
+        assert key.splitlines()[1] not in output, "key material in the output"
+    assert _changed_paths(name) == []
 
 
 # A second inventory name for the same container is a worker on "another host": enough to

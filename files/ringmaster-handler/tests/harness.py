@@ -58,8 +58,15 @@ def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> int | None:
 class Mongrel2:
     """One mongrel2 server in its own directory (its chroot when we are root)."""
 
-    def __init__(self, root: Path, routes: dict[str, dict], settings: dict | None = None):
+    def __init__(
+        self,
+        root: Path,
+        routes: dict[str, dict],
+        settings: dict | None = None,
+        use_ssl: bool = False,
+    ):
         self.root = root
+        self.use_ssl = use_ssl
         self.port = free_port()
         self.uuid = str(uuid.uuid4())
         self.routes = routes
@@ -99,6 +106,7 @@ main = Server(
     pid_file="/run/mongrel2.pid",
     port={self.port},
     bind_addr="127.0.0.1",
+    use_ssl={int(self.use_ssl)},
     hosts=[Host(name="localhost", routes={{ {", ".join(routes)} }})]
 )
 settings = {{ {settings} }}

@@ -12,6 +12,7 @@ import sys
 
 from ringmaster_handler.curve import ClientSide, CurveError, load_keypair, load_server_keys
 from ringmaster_handler.exchange import DEFAULT_STREAM_RATE
+from ringmaster_handler.hsts import with_hsts
 from ringmaster_handler.options import (
     add_curve_group,
     add_log_level,
@@ -143,6 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="set SCRIPT_NAME to a plain route prefix and strip it from PATH_INFO (default: on)",
     )
+    p.add_argument(
+        "--hsts-max-age",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help=(
+            "add Strict-Transport-Security: max-age=SECONDS to responses to requests that came "
+            "over TLS (wsgi.url_scheme https) when the app sets none (default: 0, off)"
+        ),
+    )
+    p.add_argument(
+        "--hsts-include-subdomains",
+        action="store_true",
+        help="with --hsts-max-age: also includeSubDomains",
+    )
     p.add_argument("--chdir", metavar="DIR", help="change to DIR before importing the app")
     p.add_argument(
         "--pythonpath",
@@ -257,6 +273,12 @@ def main(argv: list[str] | None = None) -> int:
             if path not in sys.path:
                 sys.path.insert(0, path)
         app = load_app(args.app)
+        if args.hsts_max_age < 0:
+            raise UsageError("--hsts-max-age must be 0 (off) or positive")
+        if args.hsts_include_subdomains and not args.hsts_max_age:
+            raise UsageError("--hsts-include-subdomains needs --hsts-max-age")
+        if args.hsts_max_age:
+            app = with_hsts(app, args.hsts_max_age, args.hsts_include_subdomains)
         if args.stream_rate <= 0:
             raise UsageError("--stream-rate must be positive")
         if args.max_body_size < 0:
