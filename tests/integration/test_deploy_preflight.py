@@ -36,6 +36,20 @@ CASES = [
     pytest.param(
         {"mongrel2_routes": [{"path": "/", "handler": "nope"}]}, "mongrel2_routes[0]", id="route-to-unknown-handler"
     ),
+    pytest.param({"wsgi_app_static_dir": "/nonexistent/static"}, "wsgi_app_static_dir", id="missing-static-dir"),
+    pytest.param(
+        {"wsgi_app_static_dir": str(REPO / "files"), "wsgi_app_static_release_dir": "static"},
+        "wsgi_app_static_release_dir",
+        id="static-from-two-places",
+    ),
+    pytest.param(
+        {
+            "wsgi_app_static_dir": str(REPO / "files"),
+            "mongrel2_routes": [{"path": "/", "handler": "app"}, {"path": "/static/", "dir": "static/"}],
+        },
+        "mongrel2_app_routes",
+        id="static-url-taken-by-a-route",
+    ),
     pytest.param({"circus_log_level": "loud"}, "circus_log_level", id="bad-choice"),
     pytest.param({"circus_metrics_port": 70000}, "circus_metrics_port", id="circus-metrics-port-above-range"),
     pytest.param(
