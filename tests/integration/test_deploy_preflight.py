@@ -18,6 +18,8 @@ from playbook_run import REPO, booted_container, podman, run_playbook
 
 IMAGE = os.environ.get("RINGMASTER_IMAGE", "localhost/ringmaster-debian12:2")
 
+SHOP_PORTS = {"dispatcher_port": 9989, "front_send_port": 9987, "front_recv_port": 9988}
+
 CASES = [
     pytest.param({"wsgi_app_processes": -1}, "wsgi_app_processes", id="negative-process-count"),
     pytest.param({"wsgi_app_processes": "many"}, "wsgi_app_processes", id="process-count-not-a-number"),
@@ -117,6 +119,31 @@ CASES = [
         {"wsgi_app_mode": "direct", "wsgi_app_curve": False, "mongrel2_upload_stream": False},
         "wsgi_app_direct_unordered",
         id="direct-mode-with-two-processes-reorders-pipelines",
+    ),
+    pytest.param(
+        {"ringmaster_apps": [{"name": "app"}, {"name": "app", "hosts": ["b.test"]}]},
+        "ringmaster_apps[1] (app): the name 'app' is already used",
+        id="apps-same-name",
+    ),
+    pytest.param(
+        {"ringmaster_apps": [{"name": "app"}, {"name": "shop", **SHOP_PORTS}]},
+        "ringmaster_apps[1] (shop): the default host / is already claimed by ringmaster_apps[0] (app)",
+        id="apps-same-host-and-path",
+    ),
+    pytest.param(
+        {"ringmaster_apps": [{"name": "app", "procesess": 3}]},
+        "ringmaster_apps[0] (app): unknown setting(s) procesess",
+        id="apps-unknown-setting",
+    ),
+    pytest.param(
+        {"ringmaster_apps": [{"name": "app"}, {"name": "shop", "hosts": ["shop.test"]}]},
+        "ringmaster_apps[1] (shop): dispatcher_port 9999 is already dispatcher_port of ringmaster_apps[0]",
+        id="apps-same-port",
+    ),
+    pytest.param(
+        {"ringmaster_apps": [{"name": "app"}, {"name": "shop", "hosts": ["shop.test"], "processes": -1, **SHOP_PORTS}]},
+        "wsgi_app_processes",
+        id="apps-one-app-s-bad-setting",
     ),
 ]
 

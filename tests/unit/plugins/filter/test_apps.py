@@ -1,0 +1,200 @@
+# Copyright (c) 2026, Ringmaster engineers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from ansible.errors import AnsibleFilterError
+from ansible_collections.ringmaster.stack.plugins.filter import apps as ap
+
+ROOT = Path(__file__).resolve().parents[4]
+BASE = {
+    "wsgi_app_name": "app",
+    "wsgi_app_user": "ringmaster",
+    "wsgi_app_group": "ringmaster",
+    "wsgi_app_processes": 2,
+    "wsgi_app_hosts": [],
+    "wsgi_app_path": "/",
+    "wsgi_app_front_send_port": 9997,
+    "wsgi_app_front_recv_port": 9998,
+    "wsgi_app_dispatcher_port": 9999,
+}
+SHOP = {
+    "name": "shop",
+    "hosts": ["shop.test"],
+    "dispatcher_port": 9989,
+    "front_send_port": 9987,
+    "front_recv_port": 9988,
+}
+
+
+def test_without_the_list_the_fleet_has_the_single_app_as_the_variables_say():
+    assert ap.expand(None, BASE) == [{"name": "app", "vars": BASE}]
+
+
+def test_each_app_gets_every_variable_its_own_values_and_its_own_account():
+    out = ap.expand([{"name": "app"}, dict(SHOP, processes=5, user="shopper")], BASE)
+    assert [a["name"] for a in out] == ["app", "shop"]
+    assert out[0]["vars"]["wsgi_app_user"] == "ringmaster-app"
+    assert out[1]["vars"]["wsgi_app_user"] == "shopper"
+    assert out[1]["vars"]["wsgi_app_group"] == "ringmaster-shop"
+    assert out[1]["vars"]["wsgi_app_processes"] == 5
+    assert out[0]["vars"]["wsgi_app_processes"] == 2
+    assert set(out[1]["vars"]) == set(BASE)
+
+
+def test_an_account_set_for_every_app_is_kept():
+    out = ap.expand([{"name": "app"}], dict(BASE, wsgi_app_user="web", wsgi_app_group="web"))
+    assert (out[0]["vars"]["wsgi_app_user"], out[0]["vars"]["wsgi_app_group"]) == ("web", "web")
+
+
+@pytest.mark.parametrize(
+    "apps, message",
+    [
+        pytest.param([], "ringmaster_apps must be a non-empty list", id="empty"),
+        pytest.param({"name": "app"}, "ringmaster_apps must be a non-empty list", id="not-a-list"),
+        pytest.param(["app"], r"ringmaster_apps\[0\] must be a dictionary", id="not-a-dict"),
+        pytest.param([{"module": "x:y"}], r"ringmaster_apps\[0\]: name must be", id="no-name"),
+        pytest.param([{"name": "Bad Name"}], r"ringmaster_apps\[0\] \(Bad Name\): name must be", id="bad-name"),
+        pytest.param(
+            [{"name": "app"}, dict(SHOP, name="app")],
+            r"ringmaster_apps\[1\] \(app\): the name 'app' is already used by ringmaster_apps\[0\]",
+            id="duplicate",
+        ),
+        pytest.param(
+            [{"name": "app", "procesess": 3}],
+            r"ringmaster_apps\[0\] \(app\): unknown setting\(s\) procesess",
+            id="unknown-key",
+        ),
+        pytest.param(
+            [{"name": "app"}, dict(SHOP, hosts=[])],
+            r"ringmaster_apps\[1\] \(shop\): the default host / is already claimed by ringmaster_apps\[0\] \(app\)",
+            id="same-host-path",
+        ),
+        pytest.param(
+            [{"name": "app", "hosts": ["shop.test"]}, dict(SHOP, hosts=["SHOP.test"])],
+            r"ringmaster_apps\[1\] \(shop\): SHOP.test / is already claimed",
+            id="same-host-any-case",
+        ),
+        pytest.param(
+            [{"name": "app", "hosts": "a.test"}],
+            r"ringmaster_apps\[0\] \(app\): hosts must be a list",
+            id="hosts-not-list",
+        ),
+        pytest.param(
+            [{"name": "app", "path": "api"}], r"ringmaster_apps\[0\] \(app\): path must start with /", id="path"
+        ),
+        pytest.param(
+            [{"name": "app"}, {"name": "shop", "hosts": ["shop.test"]}],
+            r"ringmaster_apps\[1\] \(shop\): dispatcher_port 9999 is already dispatcher_port of ringmaster_apps\[0\]",
+            id="same-port",
+        ),
+        pytest.param(
+            [{"name": "app"}, dict(SHOP, front_recv_port=9997)],
+            r"ringmaster_apps\[1\] \(shop\): front_recv_port 9997 is already front_send_port",
+            id="port-across-settings",
+        ),
+        pytest.param(
+            [{"name": "app", "dispatcher_port": "x"}],
+            r"ringmaster_apps\[0\] \(app\): dispatcher_port must be a port number",
+            id="port-not-number",
+        ),
+    ],
+)
+def test_bad_input_is_refused_naming_the_variable(apps, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        ap.expand(apps, BASE)
+
+
+def test_two_apps_on_one_host_under_different_paths_are_fine():
+    out = ap.expand([{"name": "app", "hosts": ["a.test"]}, dict(SHOP, hosts=["a.test"], path="/shop/")], BASE)
+    assert len(out) == 2
+
+
+def test_mongrel2_gets_a_handler_per_app_and_their_routes_next_to_the_inventory_s():
+    apps = ap.expand([{"name": "app"}, dict(SHOP, name="shop-2", hosts=["shop.test", "*.shop.test"])], BASE)
+    static = {"path": "/static/", "dir": "static/"}
+    out = ap.sites(apps, [], [static], [{"name": "old.test", "routes": [static]}], "localhost")
+    assert out["handlers"] == [
+        {"name": "app", "send_port": 9997, "recv_port": 9998},
+        {"name": "shop_2", "send_port": 9987, "recv_port": 9988},
+    ]
+    assert out["routes"] == [static, {"path": "/", "handler": "app"}]
+    assert out["hosts"] == [
+        {"name": "old.test", "routes": [static]},
+        {"name": "shop.test", "routes": [{"path": "/", "handler": "shop_2"}]},
+        {"name": "*.shop.test", "routes": [{"path": "/", "handler": "shop_2"}]},
+    ]
+
+
+@pytest.mark.parametrize(
+    "handlers, routes, message",
+    [
+        pytest.param(
+            [{"name": "app", "send_port": 1, "recv_port": 2}],
+            [],
+            "already has a handler named 'app'",
+            id="handler-name",
+        ),
+        pytest.param([], [{"path": "/", "dir": "x/"}], r"app 'app': localhost / is already routed", id="route-taken"),
+    ],
+)
+def test_mongrel2_settings_that_collide_with_an_app_are_refused(handlers, routes, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        ap.sites(ap.expand([{"name": "app"}], BASE), handlers, routes, [], "localhost")
+
+
+def test_each_app_passes_every_variable_of_the_two_roles_argument_specs():
+    names = []
+    for role in ("wsgi_app", "wsgi_app_dispatcher"):
+        spec = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())
+        names += list(spec["argument_specs"]["main"]["options"])
+    tasks = yaml.safe_load((ROOT / "roles" / "wsgi_app" / "tasks" / "each_app.yml").read_text())
+    passed = tasks[0]["vars"]
+    assert list(passed) == names
+    assert all(value == "{{ _ringmaster_app.vars." + name + " }}" for name, value in passed.items())
+
+
+PLAYBOOKS = ROOT / "playbooks"
+
+
+def _loops(items):
+    for task in items or []:
+        if isinstance(task, dict):
+            yield task
+            for nested in ("tasks", "block", "rescue", "always"):
+                yield from _loops(task.get(nested))
+
+
+def test_every_loop_over_the_apps_shows_only_their_names():
+    # An app's variables hold its env (secrets): a loop shows its label, never the item.
+    found = 0
+    for path in sorted(PLAYBOOKS.glob("*.yml")):
+        for task in _loops(yaml.safe_load(path.read_text())):
+            if "_wsgi_app_apps" in str(task.get("loop", "")):
+                found += 1
+                assert task["loop_control"]["label"] == "{{ _ringmaster_app.name }}", (path.name, task["name"])
+    assert found >= 6
+
+
+def test_a_list_holding_secrets_is_refused_without_showing_them():
+    with pytest.raises(AnsibleFilterError) as refused:
+        ap.expand({"name": "app", "env": {"TOKEN": "s3cret"}}, BASE)
+    assert "s3cret" not in str(refused.value)
+
+
+def test_an_app_with_static_files_gets_their_dir_route_on_its_hosts():
+    base = dict(BASE, wsgi_app_static_dir="", wsgi_app_static_release_dir="", wsgi_app_static_url="/static/")
+    apps = ap.expand([{"name": "app"}, dict(SHOP, static_release_dir="static")], base)
+    out = ap.sites(apps, [], [], [], "localhost")
+    assert out["routes"] == [{"path": "/", "handler": "app"}]
+    assert out["hosts"] == [
+        {
+            "name": "shop.test",
+            "routes": [{"path": "/", "handler": "shop"}, {"path": "/static/", "dir": "app-static/shop/live/"}],
+        }
+    ]
