@@ -98,3 +98,17 @@ def test_every_task_carrying_a_tls_key_has_no_log_and_no_diff():
         if "ansible.builtin.copy" in task:
             assert task.get("diff") is False, f"{name}: {task.get('name')}"
             assert task["ansible.builtin.copy"]["mode"] == "0600", f"{name}: {task.get('name')}"
+
+
+def test_build_and_deploy_commands_get_the_env_through_a_root_only_file_not_argv_or_environment():
+    tasks = _task_list("commands.yml")
+    writes = [t for t in tasks if "_wsgi_app_commands_file" in yaml.safe_dump(t.get("ansible.builtin.copy", {}))]
+    assert len(writes) == 1
+    assert writes[0]["ansible.builtin.copy"]["mode"] == "0600"
+    assert writes[0]["ansible.builtin.copy"]["owner"] == "root"
+    assert writes[0].get("no_log") is True and writes[0].get("diff") is False
+    (run,) = [t for t in tasks if "ansible.builtin.script" in t]
+    assert not ENV_VARIABLE.search(yaml.safe_dump(run))
+    assert "environment" not in run
+    # The runner reads the file given by its path, nothing else, on its command line.
+    assert run["ansible.builtin.script"]["cmd"] == "run_commands.py {{ _wsgi_app_commands_file }}"
