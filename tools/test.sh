@@ -39,7 +39,7 @@ stage "unit tests: argument specs, secrets, modules, filter, flapping plugin, lo
 python -m pytest -q -p no:cacheprovider tests/unit
 
 stage "handler: unit, property and integration tests (real Mongrel2)"
-python -m pytest -q -p no:cacheprovider files/ringmaster-handler/tests
+python -m pytest -q -p no:cacheprovider --durations=15 files/ringmaster-handler/tests
 
 stage "module: ansible-test sanity and units"
 bash tools/ansible-test.sh

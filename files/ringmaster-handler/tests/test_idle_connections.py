@@ -9,6 +9,9 @@ idle connections must reach at least 0.9 of the best round alone (at most 10% lo
 a shared machine only ever slow a round down, so the best of each kind is the nearest to what the
 machine can do. Per round, against the rounds alone around it, is reported too; on CI's shared
 cores rounds alone ranged from 12,000 to 21,000 req/s within one run, enough to sink a median.
+Neighbours can still spoil every round of one attempt (CI on 2026-12-02: best/best 0.879, the last
+round with idle at half the others), so an attempt that misses the bar is measured again, at most
+ATTEMPTS times in all: a real cost shows in every attempt (Debian's build: 0.004 each time).
 
 Why Debian's Mongrel2 1.12.2 fails it: it puts every waiting socket in its "hot" poll() set while
 a slot is free (src/task/fd.c, _wait) and its 0MQ handler sockets can wait nowhere else
@@ -49,6 +52,9 @@ ACTIVE = 32
 SECONDS = 3.0
 # Rounds with the idle connections; one more round alone than that, around them.
 ROUNDS = 5
+# Whole measurements, when one misses the bar (see the docstring).
+ATTEMPTS = 3
+BAR = 0.9
 # Descriptors left for the active clients, the handler's sockets, the listener and the log.
 SPARE = 256
 
@@ -127,46 +133,59 @@ def measured(tmp_path_factory):
                 pytest.skip(f"open files limit {limit} leaves too few for idle clients")
             Load(m2.port, clients=ACTIVE, duration=1).start().join()
             baseline_fds = fd_count(pid)
-            alone, with_idle, held, notes = [], [], [], []
-            alone.append(Load(m2.port, ACTIVE, SECONDS, 10**7).start().join())
-            for _ in range(ROUNDS):
-                proc, n = hold_idle(m2.port, idle)
-                held.append(n)
-                with_idle.append(Load(m2.port, ACTIVE, SECONDS, 10**7).start().join())
-                notes.append(release_idle(proc))
-                # Mongrel2 tells the handler about every closed connection: let that pass
-                # before the next measurement alone.
-                wait_for(lambda: fd_count(pid) <= baseline_fds + 16, 60, "idle clients to close")
-                time.sleep(0.5)
-                alone.append(Load(m2.port, ACTIVE, SECONDS, 10**7).start().join())
+            attempts = []
+            for _ in range(ATTEMPTS):
+                attempts.append(measure(m2.port, pid, idle, baseline_fds))
+                if attempts[-1]["ratio"] >= BAR:
+                    break
             log = (root / "logs" / "error.log").read_text(errors="replace")
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, saved)
-    # Each round with idle clients against the mean of the rounds alone before and after it:
-    # what the neighbours on a shared machine take drifts slowly, a round is 3 s.
-    ratios = [with_idle[i].ok / max((alone[i].ok + alone[i + 1].ok) / 2, 1) for i in range(ROUNDS)]
-    best = max(r.ok for r in with_idle) / max(max(r.ok for r in alone), 1)
-    report = (
-        f"limit {limit} hot {hot} idle {idle} held {held} {notes}: "
-        f"alone {[round(r.ok / SECONDS) for r in alone]} req/s, "
-        f"with idle {[round(r.ok / SECONDS) for r in with_idle]} req/s, "
-        f"per round {[round(r, 3) for r in ratios]} (median {statistics.median(ratios):.3f}), "
-        f"best with idle / best alone {best:.3f}"
-    )
+    report = f"limit {limit} hot {hot} idle {idle}: " + "; ".join(a["report"] for a in attempts)
     print(report)
     return {
         "idle": idle,
-        "held": held,
-        "results": alone + with_idle,
-        "ratio": best,
+        "held": [n for a in attempts for n in a["held"]],
+        "attempts": len(attempts),
+        "results": [r for a in attempts for r in a["results"]],
+        "ratio": attempts[-1]["ratio"],
         # Mongrel2's messages when the handler socket found no slot in the hot set.
         "stalls": log.count("Error adding fd") + log.count("Receive on handler socket failed"),
         "report": report,
     }
 
 
+def measure(port: int, pid: int, idle: int, baseline_fds: int) -> dict:
+    """One attempt: rounds alone and with the idle clients, interleaved."""
+    alone, with_idle, held, notes = [], [], [], []
+    alone.append(Load(port, ACTIVE, SECONDS, 10**7).start().join())
+    for _ in range(ROUNDS):
+        proc, n = hold_idle(port, idle)
+        held.append(n)
+        with_idle.append(Load(port, ACTIVE, SECONDS, 10**7).start().join())
+        notes.append(release_idle(proc))
+        # Mongrel2 tells the handler about every closed connection: let that pass
+        # before the next measurement alone.
+        wait_for(lambda: fd_count(pid) <= baseline_fds + 16, 60, "idle clients to close")
+        time.sleep(0.5)
+        alone.append(Load(port, ACTIVE, SECONDS, 10**7).start().join())
+    # Each round with idle clients against the mean of the rounds alone before and after it:
+    # what the neighbours on a shared machine take drifts slowly, a round is 3 s.
+    ratios = [with_idle[i].ok / max((alone[i].ok + alone[i + 1].ok) / 2, 1) for i in range(ROUNDS)]
+    best = max(r.ok for r in with_idle) / max(max(r.ok for r in alone), 1)
+    report = (
+        f"held {held} {notes}: "
+        f"alone {[round(r.ok / SECONDS) for r in alone]} req/s, "
+        f"with idle {[round(r.ok / SECONDS) for r in with_idle]} req/s, "
+        f"per round {[round(r, 3) for r in ratios]} (median {statistics.median(ratios):.3f}), "
+        f"best with idle / best alone {best:.3f}"
+    )
+    return {"held": held, "results": alone + with_idle, "ratio": best, "report": report}
+
+
 def test_idle_clients_do_not_stall_replies(measured):
-    assert measured["held"] == [measured["idle"]] * ROUNDS, measured["report"]
+    held = measured["held"]
+    assert held == [measured["idle"]] * ROUNDS * measured["attempts"], measured["report"]
     for result in measured["results"]:
         assert result.lost == 0 and result.error == 0, f"{result}; {measured['report']}"
     assert measured["stalls"] == 0, measured["report"]
@@ -176,7 +195,7 @@ def test_idle_clients_cost_at_most_a_tenth(measured):
     # Our build kept 0.9 to 1.1 per round on 2 shared cores (best/best 1.04 on 2026-12-02);
     # Debian's 1.12.2-3+b1, first on PATH, the same day: 64 to 78 req/s with idle clients in
     # every round, best/best 0.004.
-    assert measured["ratio"] >= 0.9, measured["report"]
+    assert measured["ratio"] >= BAR, measured["report"]
 
 
 def rss_kb(pid: int) -> int:
