@@ -2,12 +2,15 @@
 
 import contextlib
 import json
+import os
 import subprocess
 import time
 import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+# The test image tools/build-image.sh makes (its tag names its contents), unless the run names one.
+IMAGE = os.environ.get("RINGMASTER_IMAGE", "localhost/ringmaster-debian12:2")
 
 
 def run_playbook(name, inventory, extra_vars, scratch, timeout=300):
@@ -32,6 +35,8 @@ def podman(*args, check=True):
 def booted_container(prefix, image):
     """A fresh systemd container from image, once systemd is up; removed afterwards. Yields its name."""
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    if podman("image", "exists", image, check=False).returncode:
+        raise RuntimeError(f"no image {image}: run tools/build-image.sh (or tools/bootstrap.sh) first")
     podman("run", "-d", "--name", name, "--hostname", name, "--systemd=always", image, "/sbin/init")
     try:
         deadline = time.monotonic() + 60

@@ -9,13 +9,11 @@ without them must fail, or this test would prove nothing.
 """
 
 import json
-import os
 import subprocess
 
 import pytest
-from playbook_run import REPO, booted_container, podman, run_playbook
+from playbook_run import IMAGE, REPO, booted_container, podman, run_playbook
 
-IMAGE = os.environ.get("RINGMASTER_IMAGE", "localhost/ringmaster-debian12:latest")
 RUNTIME_DIR = "/run/circus-contract"
 VENV_DIR = "/opt/ringmaster/circus-contract/venv"
 # A GET through Mongrel2 from inside the container, retried while the stack settles.

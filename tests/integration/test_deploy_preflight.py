@@ -5,7 +5,6 @@ Runs the real playbook against a fresh systemd container from the test image.
 
 import datetime
 import json
-import os
 import subprocess
 import time
 
@@ -14,9 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from playbook_run import REPO, booted_container, podman, run_playbook
-
-IMAGE = os.environ.get("RINGMASTER_IMAGE", "localhost/ringmaster-debian12:2")
+from playbook_run import IMAGE, REPO, booted_container, podman, run_playbook
 
 SHOP_PORTS = {"dispatcher_port": 9989, "front_send_port": 9987, "front_recv_port": 9988}
 
