@@ -154,6 +154,13 @@ def _check_ports(apps: list, out: list[dict]) -> None:
             owner[port] = (index, setting)
 
 
+def static_route(name: str, url: str) -> dict:
+    """The Dir route that serves an app's static files on the fronts: its live/ tree in the chroot
+    (roles/wsgi_app/vars/main.yml, _wsgi_app_static_root), for one app or each of several."""
+    # Mongrel2 knows no type for .woff2, .mjs, .map, .webp or .avif (docs/operating.md).
+    return {"path": url, "dir": f"app-static/{name}/live/", "default_ctype": "application/octet-stream"}
+
+
 def sites(apps: list[dict], handlers: list, routes: list, hosts: list, default_host: str) -> dict:
     """Mongrel2's handlers, default-host routes and other hosts: the operator's plus one per app."""
     out_handlers = list(handlers or [])
@@ -174,11 +181,8 @@ def sites(apps: list[dict], handlers: list, routes: list, hosts: list, default_h
         send, recv = int(values[PREFIX + "front_send_port"]), int(values[PREFIX + "front_recv_port"])
         out_handlers.append({"name": handler, "send_port": send, "recv_port": recv})
         routes = [{"path": values.get(PREFIX + "path", "/"), "handler": handler}]
-        # Its static files: the Dir route of roles/wsgi_app/vars/main.yml (_wsgi_app_static_route).
         if values.get(PREFIX + "static_dir") or values.get(PREFIX + "static_release_dir"):
-            routes.append(
-                {"path": values.get(PREFIX + "static_url", "/static/"), "dir": f"app-static/{app['name']}/live/"}
-            )
+            routes.append(static_route(app["name"], values.get(PREFIX + "static_url", "/static/")))
         for host, route in [
             (host, route) for host in values.get(PREFIX + "hosts") or [default_host] for route in routes
         ]:
@@ -203,4 +207,4 @@ def sites(apps: list[dict], handlers: list, routes: list, hosts: list, default_h
 
 class FilterModule:
     def filters(self):
-        return {"apps": expand, "mongrel2_sites": sites}
+        return {"apps": expand, "mongrel2_sites": sites, "app_static_route": static_route}

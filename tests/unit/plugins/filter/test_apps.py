@@ -197,6 +197,9 @@ def test_an_app_with_static_files_gets_their_dir_route_on_its_hosts():
     assert out["hosts"] == [
         {
             "name": "shop.test",
-            "routes": [{"path": "/", "handler": "shop"}, {"path": "/static/", "dir": "app-static/shop/live/"}],
+            "routes": [
+                {"path": "/", "handler": "shop"},
+                {"path": "/static/", "dir": "app-static/shop/live/", "default_ctype": "application/octet-stream"},
+            ],
         }
     ]
