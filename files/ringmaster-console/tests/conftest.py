@@ -1,0 +1,23 @@
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PACKAGE = HERE.parent
+# The console imports the handler package's CURVE key files and ZAP gate.
+sys.path[:0] = [str(PACKAGE / "src"), str(PACKAGE.parent / "ringmaster-handler" / "src"), str(HERE)]
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def stack():
+    """One real circusd and agent for the integration and browser tests."""
+    from stack import Stack
+
+    s = Stack()
+    try:
+        s.start_circusd()
+        s.start_agent()
+        yield s
+    finally:
+        s.close()
