@@ -54,7 +54,7 @@ authorized_dir = "{dir}/authorized"
 endpoint = "ipc://{dir}/control.sock"
 pubsub_endpoint = "ipc://{dir}/pubsub.sock"
 include_dir = "{dir}/conf.d"
-timeout = 5
+timeout = 1
 action_timeout = 30
 
 [scale]

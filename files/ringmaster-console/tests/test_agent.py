@@ -225,3 +225,14 @@ def test_agent_cost_while_the_page_polls(stack, fleet):
     used = (ticks() - before) / TICKS / (time.monotonic() - started)
     print(f"agent CPU while polled each second: {used:.2%} of a core")
     assert used < 0.05, f"{used:.2%} of a core"
+
+
+def test_circusd_down_is_reported_and_the_agent_recovers(stack, fleet):
+    stack.stop_circusd()
+    try:
+        report = fleet.status()[0]
+        assert not report["up"] and "no answer from circusd" in report["error"], report
+        assert stack.agent.poll() is None
+    finally:
+        stack.start_circusd()
+    wait_for(lambda: fleet.status()[0]["up"], 10, "the agent to reach circusd again")

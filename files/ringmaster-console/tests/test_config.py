@@ -26,7 +26,7 @@ def test_agent_defaults():
     assert config.scalable == frozenset({"shop"})
     assert config.max_processes == 32
     assert config.fact_file == "/etc/ansible/facts.d/ringmaster_scale.fact"
-    assert config.pubsub_endpoint is None and config.timeout == 5.0
+    assert config.pubsub_endpoint is None and config.timeout == 1.0
 
 
 def changed(base, path, value):

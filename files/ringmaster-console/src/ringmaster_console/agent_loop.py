@@ -132,6 +132,11 @@ class AgentLoop:
             return {"id": request_id_of(raw), "ok": False, "error": str(exc)}
         except CircusError as exc:
             return {"id": request_id_of(raw), "ok": False, "error": str(exc)}
+        except Exception as exc:
+            # An answer circusd never gave before (a watcher removed between two commands...):
+            # this request fails, the agent lives on.
+            log.exception("could not answer a request")
+            return {"id": request_id_of(raw), "ok": False, "error": f"internal error: {exc}"}
         if self.busy is not None and self.busy.is_alive():
             return {"id": request.id, "ok": False, "error": "another action is still running here"}
         log.info(

@@ -54,7 +54,9 @@ class AgentConfig:
     fact_file: str  # where scale.yml remembers counts
     scalable: frozenset[str]
     max_processes: int
-    timeout: float = 5.0
+    # Under the console's wait for a host (1.5 s), so that a circusd that does not answer is
+    # reported as such rather than the host as silent.
+    timeout: float = 1.0
     action_timeout: float = 120.0
 
 
@@ -88,7 +90,7 @@ def agent_config(data: dict, where: str = "agent config") -> AgentConfig:
             _get(scale, "max_processes", int, where, default=64), "max_processes", where
         ),
         timeout=float(
-            _positive(_get(circus, "timeout", (int, float), cw, default=5), "timeout", cw)
+            _positive(_get(circus, "timeout", (int, float), cw, default=1), "timeout", cw)
         ),
         action_timeout=float(
             _positive(
