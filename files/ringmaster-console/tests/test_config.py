@@ -95,3 +95,10 @@ def test_load_toml_private(tmp_path):
     path.write_text("secret_key = \n")
     with pytest.raises(ConfigError, match=r"console\.toml"):
         load_toml(str(path))
+
+
+def test_agent_metrics_urls():
+    config = agent_config({**AGENT, "metrics": {"shop": "http://127.0.0.1:9102/metrics"}})
+    assert config.metrics == (("shop", "http://127.0.0.1:9102/metrics"),)
+    with pytest.raises(ConfigError, match="http:// URL"):
+        agent_config({**AGENT, "metrics": {"shop": "file:///etc/shadow"}})

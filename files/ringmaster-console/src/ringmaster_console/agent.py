@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 
-from ringmaster_console import procfs
+from ringmaster_console import appmetrics, procfs
 from ringmaster_console.circusd import CircusClient, CircusError
 from ringmaster_console.config import AgentConfig
 from ringmaster_console.persist import PersistError, persist_count
@@ -131,7 +133,19 @@ class Agent:
         cpu = self.cpu.update(self.clock(), stats)
         for watcher in watchers:
             watcher["processes"] = process_rows(all_pids[watcher["name"]], stats, rss, cpu, uptime)
-        return {"ok": True, "max_processes": self.config.max_processes, "watchers": watchers}
+        reply = {"ok": True, "max_processes": self.config.max_processes, "watchers": watchers}
+        if self.config.metrics:
+            reply["apps"] = {app: self.app_metrics(app, url) for app, url in self.config.metrics}
+        return reply
+
+    def app_metrics(self, app: str, url: str) -> dict:
+        """The app's counters from its dispatcher's page (loopback, answered by its recorder
+        process, so within milliseconds; half a second at most)."""
+        try:
+            with urllib.request.urlopen(url, timeout=0.5) as response:
+                return appmetrics.sample(response.read(1 << 20).decode("utf-8", "replace"), app)
+        except (OSError, urllib.error.URLError) as exc:
+            return {"error": f"{url}: {getattr(exc, 'reason', exc)}"}
 
     def act(self, circus: CircusClient, request: Request) -> dict:
         """Carry out a checked action; the reply says what happened."""

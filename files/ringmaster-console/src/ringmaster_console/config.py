@@ -54,6 +54,8 @@ class AgentConfig:
     fact_file: str  # where scale.yml remembers counts
     scalable: frozenset[str]
     max_processes: int
+    # On a front: each app's dispatcher /metrics page (read when the console asks).
+    metrics: tuple[tuple[str, str], ...] = ()
     # Under the console's wait for a host (1.5 s), so that a circusd that does not answer is
     # reported as such rather than the host as silent.
     timeout: float = 1.0
@@ -70,7 +72,12 @@ def agent_config(data: dict, where: str = "agent config") -> AgentConfig:
     if not all(isinstance(a, str) and a for a in apps):
         raise ConfigError(f"{where} [scale]: apps must be a list of watcher names")
     cw = f"{where} [circus]"
+    metrics = _get(data, "metrics", dict, where, default={}, required=False)
+    for app, url in metrics.items():
+        if not isinstance(url, str) or not url.startswith("http://"):
+            raise ConfigError(f"{where} [metrics]: {app} must be an http:// URL of a /metrics page")
     return AgentConfig(
+        metrics=tuple(sorted(metrics.items())),
         listen=listen,
         secret_key=_absolute(_get(data, "secret_key", str, where), "secret_key", where),
         authorized_dir=_absolute(_get(data, "authorized_dir", str, where), "authorized_dir", where),

@@ -9,6 +9,7 @@ come from the console itself only (Content-Security-Policy), Chart.js from Debia
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 
@@ -27,6 +28,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from ringmaster_handler.curve import load_keypair
 
 from ringmaster_console.actions import plan
+from ringmaster_console.appmetrics import Rates
 from ringmaster_console.config import ConsoleConfig, console_config, load_toml
 from ringmaster_console.fleet import FleetClient
 from ringmaster_console.passwords import matches
@@ -59,6 +61,9 @@ def create_app(config: ConsoleConfig, fleet: FleetClient | None = None) -> Flask
     if fleet is None:
         fleet = FleetClient(config.hosts, load_keypair(config.client_secret_key), config.timeout)
     app.extensions["ringmaster_fleet"] = fleet
+    # The apps' counters as last seen, to rate the next poll's against (one page or several:
+    # rates over whatever time passed between two polls of this console process).
+    app_rates, rates_lock = Rates(time.monotonic), threading.Lock()
     app.extensions["ringmaster_throttle"] = throttle
 
     @app.before_request
@@ -120,7 +125,16 @@ def create_app(config: ConsoleConfig, fleet: FleetClient | None = None) -> Flask
 
     @app.get("/api/status")
     def api_status():
-        return jsonify({"time": time.time(), "hosts": fleet.status()})
+        hosts = fleet.status()
+        with rates_lock:
+            for host in hosts:
+                for name, counters in (host.get("apps") or {}).items():
+                    host["apps"][name] = (
+                        counters
+                        if "error" in counters
+                        else app_rates.update(host["host"], name, counters)
+                    )
+        return jsonify({"time": time.time(), "hosts": hosts})
 
     @app.get("/static/chart.js")
     def chart_js():

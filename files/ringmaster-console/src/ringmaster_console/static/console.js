@@ -41,14 +41,14 @@
       },
     });
   }
-  function push(c, label, values) {
+  function push(c, label, values, prefix = "pid ") {
     c.data.labels.push(label);
     if (c.data.labels.length > POINTS) c.data.labels.shift();
     const n = c.data.labels.length;
     for (const [pid, value] of Object.entries(values)) {
-      let ds = c.data.datasets.find((d) => d.label === "pid " + pid);
+      let ds = c.data.datasets.find((d) => d.label === prefix + pid);
       if (!ds) {
-        ds = { label: "pid " + pid, data: new Array(n - 1).fill(null), borderColor: color(c.data.datasets.length), spanGaps: false };
+        ds = { label: prefix + pid, data: new Array(n - 1).fill(null), borderColor: color(c.data.datasets.length), spanGaps: false };
         c.data.datasets.push(ds);
       }
       ds.data.push(value);
@@ -131,6 +131,33 @@
     }
   }
 
+  function requests(hosts, label) {
+    const body = document.querySelector("#requests tbody");
+    for (const h of hosts) for (const [app, r] of Object.entries(h.apps || {})) {
+      const key = app + "@" + h.host;
+      let row = body.querySelector(`tr[data-key="${CSS.escape(key)}"]`);
+      if (!row) {
+        row = body.insertRow(); row.setAttribute("data-key", key);
+        for (let i = 0; i < 13; i++) row.insertCell();
+      }
+      const ps = r.per_second || {}, t = r.totals || {};
+      const show = (v) => (v == null ? "–" : String(v));
+      const cells = r.error ? [app, h.host, r.error] : [app, h.host, show(ps["2xx"]), show(ps["3xx"]), show(ps["4xx"]),
+        show(ps["5xx"]), show(r.p50_ms), show(r.p99_ms), show(r.queue_depth), show(r.handlers_connected),
+        show(t["502"]), show(t["503"]), show(t["504"])];
+      for (let i = 0; i < 13; i++) row.cells[i].textContent = cells[i] === undefined ? "" : cells[i];
+      if (r.error || !r.per_second) continue;
+      if (!state.charts[key]) {
+        const box = el("div", { class: "chart" }), canvas = el("canvas", { "data-chart": key + " requests" });
+        box.append(canvas); document.getElementById("request-charts").append(box);
+        state.charts[key] = { requests: chart(canvas, app + " on " + h.host + ": requests/s") };
+      }
+      const series = {};
+      for (const cls of ["2xx", "3xx", "4xx", "5xx"]) series[cls] = ps[cls];
+      push(state.charts[key].requests, label, series, "");
+    }
+  }
+
   async function poll() {
     try {
       const response = await fetch("/api/status", { credentials: "same-origin", cache: "no-store" });
@@ -146,6 +173,7 @@
         if (host.up) for (const w of host.watchers) { watcherRow(box, host, w); watcherCharts(box, host, w, label); }
       }
       apps(data.hosts);
+      requests(data.hosts, label);
       state.polls += 1; state.last = data;
       document.getElementById("updated").textContent = "updated " + label;
     } catch (e) {
