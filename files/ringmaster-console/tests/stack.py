@@ -235,3 +235,43 @@ def console_toml(
     with os.fdopen(fd, "w") as handle:
         handle.write("\n".join(lines) + "\n")
     return path
+
+
+class Paced:
+    """GETs through Mongrel2 at a steady, light rate (``rate`` a second, one keep-alive
+    connection): traffic for the request numbers, no load on a shared machine."""
+
+    def __init__(self, port: int, rate: float = 50.0, path: str = "/") -> None:
+        import threading
+
+        self.port, self.every, self.path = port, 1.0 / rate, path
+        self.sent = self.ok = 0
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def start(self) -> Paced:
+        self.thread.start()
+        return self
+
+    def run(self) -> None:
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        while not self.stop_event.is_set():
+            started = time.monotonic()
+            try:
+                conn.request("GET", self.path)
+                response = conn.getresponse()
+                response.read()
+                self.ok += response.status == 200
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            self.sent += 1
+            self.stop_event.wait(max(0.0, self.every - (time.monotonic() - started)))
+        conn.close()
+
+    def stop(self) -> Paced:
+        self.stop_event.set()
+        self.thread.join(10)
+        return self

@@ -15,7 +15,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from ringmaster_console.web import app_from_file
-from stack import PASSWORD, console_toml, wait_for
+from stack import PASSWORD, Paced, console_toml, wait_for
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -31,11 +31,15 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def console(stack):
-    # Plain HTTP on loopback (the cookie's Secure flag is tested in test_web.py).
-    config = console_toml(
-        stack, [stack.host("worker1"), stack.host("worker2", port=1)], https=False
-    )
+def console(stack, front_agent):
+    # Plain HTTP on loopback (the cookie's Secure flag is tested in test_web.py). The front
+    # runs Mongrel2 and the app's dispatcher; worker2 never answers.
+    hosts = [
+        stack.host("front", port=front_agent),
+        stack.host("worker1"),
+        stack.host("worker2", port=1),
+    ]
+    config = console_toml(stack, hosts, https=False)
     app = app_from_file(str(config))
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -70,13 +74,16 @@ def shot(browser, stack, name):
     browser.save_screenshot(str(where / f"console-{name}.png"))
 
 
-def series(browser, key):
+def series(browser, key, first="cpu", second="rss"):
+    """The labels and data of a pair of charts (a single one: the second is empty)."""
     return browser.execute_script(
-        "const c = window.ringmaster.charts[arguments[0]];"
-        "return c ? {labels: c.cpu.data.labels.length,"
-        " cpu: c.cpu.data.datasets.map(d => d.data.slice()),"
-        " rss: c.rss.data.datasets.map(d => d.data.slice())} : null;",
+        "const c = window.ringmaster.charts[arguments[0]], a = arguments[1], b = arguments[2];"
+        "return c ? {labels: c[a].data.labels.length,"
+        " cpu: c[a].data.datasets.map(d => d.data.slice()),"
+        " rss: c[b] ? c[b].data.datasets.map(d => d.data.slice()) : []} : null;",
         key,
+        first,
+        second,
     )
 
 
@@ -84,8 +91,9 @@ def polls(browser):
     return browser.execute_script("return window.ringmaster ? window.ringmaster.polls : 0;")
 
 
-def test_console_in_a_browser(stack, console, browser):
+def test_console_in_a_browser(stack, front, console, browser):
     wait = WebDriverWait(browser, 20)
+    traffic = Paced(front[0].m2.port, rate=40).start()
     browser.get(console + "/")
     assert browser.current_url.endswith("/login")
 
@@ -114,7 +122,13 @@ def test_console_in_a_browser(stack, console, browser):
     # The host that does not answer is shown down, the other one still up.
     assert "down" in browser.find_element(By.CSS_SELECTOR, "#host-worker2 .state").text
     assert browser.find_element(By.CSS_SELECTOR, "#host-worker1 .state").text == "up"
+    # The app's requests, from the front's dispatcher: about 40 a second, all 2xx.
+    cell = '#requests tr[data-key="shop@front"] td:nth-child(3)'
+    wait.until(lambda b: float(b.find_element(By.CSS_SELECTOR, cell).text.replace("–", "0")) > 10)
+    wait_for(lambda: len(series(browser, "shop@front", "requests")["cpu"]) == 4, 5, "the chart")
     shot(browser, stack, "overview")
+    traffic.stop()
+    assert traffic.ok == traffic.sent > 0
 
     # Scale from the page, with the confirmation step.
     before = stack.pids("shop")
