@@ -124,7 +124,10 @@ def test_console_in_a_browser(stack, front, console, browser):
     assert browser.find_element(By.CSS_SELECTOR, "#host-worker1 .state").text == "up"
     # The app's requests, from the front's dispatcher: about 40 a second, all 2xx.
     cell = '#requests tr[data-key="shop@front"] td:nth-child(3)'
-    wait.until(lambda b: float(b.find_element(By.CSS_SELECTOR, cell).text.replace("–", "0")) > 10)
+    no_rate_yet = "\u2013"  # the page's dash before two samples
+    wait.until(
+        lambda b: float(b.find_element(By.CSS_SELECTOR, cell).text.replace(no_rate_yet, "0")) > 10
+    )
     wait_for(lambda: len(series(browser, "shop@front", "requests")["cpu"]) == 4, 5, "the chart")
     shot(browser, stack, "overview")
     traffic.stop()
