@@ -74,6 +74,12 @@ def test_console_defaults():
         (("password_hash",), "hunter2", "ringmaster-console-hash"),
         (("hosts",), [{"name": "w1", "endpoint": "w1:5590", "public_key": KEY}], "tcp://"),
         (("hosts",), [{"name": "w1", "endpoint": "tcp://w1:1", "public_key": "x"}], "40 Z85"),
+        (
+            ("hosts",),
+            [{"name": "w1", "endpoint": "tcp://w1:1", "public_key": "~" * 40}],
+            "not valid Z85",
+        ),
+        (("action_timeout",), 0, "above 0"),
         (("hosts",), [{"name": "w1", "endpoint": "tcp://w1:1"}], "public_key is missing"),
         (("hosts",), [CONSOLE["hosts"][0], CONSOLE["hosts"][0]], "same name"),
         (("https",), "yes", "must be bool"),

@@ -11,6 +11,8 @@ import stat
 import tomllib
 from dataclasses import dataclass
 
+from ringmaster_handler.curve import CurveError, check_key
+
 
 class ConfigError(ValueError):
     pass
@@ -127,6 +129,9 @@ class ConsoleConfig:
     https: bool = True
     max_processes: int = 256
     timeout: float = 1.5
+    # How long a page waits for the hosts' results of an action: under the request timeout of
+    # the app that serves the console (wsgi_app_request_timeout, 60 s by default).
+    action_timeout: float = 50.0
     chart_js: str = DEFAULT_CHART_JS
     login_failures_free: int = 3
     login_delay_max: float = 60.0
@@ -151,8 +156,10 @@ def console_config(data: dict, where: str = "console config") -> ConsoleConfig:
         )
         if not host.endpoint.startswith("tcp://"):
             raise ConfigError(f"{hw}: endpoint must be a tcp:// address")
-        if len(host.public_key) != 40:
-            raise ConfigError(f"{hw}: public_key must be 40 Z85 characters")
+        try:
+            check_key(host.public_key.encode("ascii", "replace"), f"{hw}: public_key")
+        except CurveError as exc:
+            raise ConfigError(str(exc)) from None
         hosts.append(host)
     names = [h.name for h in hosts]
     if len(set(names)) != len(names):
@@ -170,6 +177,13 @@ def console_config(data: dict, where: str = "console config") -> ConsoleConfig:
         ),
         timeout=float(
             _positive(_get(data, "timeout", (int, float), where, default=1.5), "timeout", where)
+        ),
+        action_timeout=float(
+            _positive(
+                _get(data, "action_timeout", (int, float), where, default=50),
+                "action_timeout",
+                where,
+            )
         ),
         chart_js=_get(data, "chart_js", str, where, default=DEFAULT_CHART_JS),
         login_failures_free=_get(data, "login_failures_free", int, where, default=3),

@@ -158,7 +158,7 @@ def create_app(config: ConsoleConfig, fleet: FleetClient | None = None) -> Flask
         except RequestError as exc:
             return render_template("error.html", message=str(exc)), 400
         app.logger.warning("console action: %s", action.describe())
-        results = fleet.act(action.requests(), timeout=120)
+        results = fleet.act(action.requests(), timeout=config.action_timeout)
         ok = all(r["up"] for r in results)
         return render_template("result.html", action=action, results=results, ok=ok), (
             200 if ok else 502
