@@ -1,7 +1,7 @@
 import pytest
 
 from ringmaster_console.actions import plan
-from ringmaster_console.fleet import Spread, collect, spread
+from ringmaster_console.fleet import Spread, SpreadError, collect, spread
 from ringmaster_console.protocol import RequestError
 
 
@@ -20,6 +20,35 @@ def test_spread(total, hosts, expected):
     result = spread(total, hosts)
     assert [s.count for s in result] == expected
     assert [s.host for s in result] == hosts
+
+
+@pytest.mark.parametrize(
+    ("total", "pinned", "expected"),
+    [
+        (10, {"w2": 1}, [5, 1, 4]),
+        (4, {"w1": 4}, [4, 0, 0]),
+        (6, {"w1": 1, "w2": 2, "w3": 3}, [1, 2, 3]),
+        (7, {"w9": 5}, [3, 2, 2]),  # a pin for a host that does not run the app
+    ],
+)
+def test_spread_with_pins(total, pinned, expected):
+    assert [s.count for s in spread(total, ["w1", "w2", "w3"], pinned)] == expected
+
+
+@pytest.mark.parametrize(
+    ("total", "pinned"),
+    [(2, {"w1": 3}), (5, {"w1": 1, "w2": 2, "w3": 3}), (7, {"w1": 1, "w2": 2, "w3": 3})],
+)
+def test_spread_refuses_pins_that_do_not_fit(total, pinned):
+    with pytest.raises(SpreadError, match="must add up"):
+        spread(total, ["w1", "w2", "w3"], pinned)
+
+
+def test_plan_with_pins():
+    p = plan({"op": "scale", "watcher": "shop", "count": "5"}, FLEET, 256, {"shop": {"w2": 4}})
+    assert p.targets == (Spread("w1", 1), Spread("w2", 4))
+    with pytest.raises(RequestError, match="must add up"):
+        plan({"op": "scale", "watcher": "shop", "count": "3"}, FLEET, 256, {"shop": {"w2": 4}})
 
 
 def watcher(name, scalable=True):

@@ -61,6 +61,17 @@ def test_agent_refused(path, value, why):
         agent_config(changed(AGENT, path, value))
 
 
+def test_console_pins():
+    from ringmaster_console.config import pinned_counts
+
+    hosts = [{**CONSOLE["hosts"][0], "pinned": {"shop": 2}}]
+    config = console_config({**CONSOLE, "hosts": hosts})
+    assert pinned_counts(config.hosts) == {"shop": {"w1": 2}}
+    for bad in (-1, 1.5, "2", True):
+        with pytest.raises(ConfigError, match=r"pinned\.shop must be a whole number"):
+            console_config({**CONSOLE, "hosts": [{**CONSOLE["hosts"][0], "pinned": {"shop": bad}}]})
+
+
 def test_console_defaults():
     config = console_config(CONSOLE)
     assert config.https is True and config.max_processes == 256 and config.timeout == 1.5

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ringmaster_console.fleet import Spread, spread
+from ringmaster_console.fleet import Spread, SpreadError, spread
 from ringmaster_console.protocol import WATCHER, RequestError, whole_number
 
 OPS = {"scale": "Set the process count of", "reload": "Gracefully reload", "restart": "Restart"}
@@ -37,9 +37,9 @@ class Plan:
         return f"{OPS[self.op]} {self.watcher} on {self.targets[0].host}"
 
 
-def plan(form: dict, fleet: list[dict], cap: int) -> Plan:
+def plan(form: dict, fleet: list[dict], cap: int, pinned: dict | None = None) -> Plan:
     """Check the form's fields against the fleet as it answered just now; RequestError says
-    what is wrong, in words for the page."""
+    what is wrong, in words for the page. ``pinned``: {app: {host: count}}."""
     op = form.get("op", "")
     if op not in OPS:
         raise RequestError("unknown action")
@@ -59,7 +59,11 @@ def plan(form: dict, fleet: list[dict], cap: int) -> Plan:
         ]
         if not hosts:
             raise RequestError(f"no host that answered may scale {watcher}")
-        return Plan(op, watcher, count, tuple(spread(count, hosts)), unreachable)
+        try:
+            targets = spread(count, hosts, (pinned or {}).get(watcher))
+        except SpreadError as exc:
+            raise RequestError(str(exc)) from None
+        return Plan(op, watcher, count, tuple(targets), unreachable)
     host = form.get("host", "")
     if host not in [h["host"] for h in running]:
         raise RequestError(f"{watcher} is not running on a host called {host!r} that answered")

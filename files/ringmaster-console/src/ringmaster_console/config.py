@@ -114,6 +114,8 @@ class Host:
     name: str
     endpoint: str
     public_key: str  # the agent's CURVE public key (Z85)
+    # {app: count} this host always gets, as scale.yml's scale_host_workers.
+    pinned: tuple[tuple[str, int], ...] = ()
 
 
 # Debian's libjs-chart.js: served by the console itself, no CDN.
@@ -137,6 +139,22 @@ class ConsoleConfig:
     login_delay_max: float = 60.0
 
 
+def _pins(table: dict, where: str) -> tuple[tuple[str, int], ...]:
+    for app, count in table.items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ConfigError(f"{where}: pinned.{app} must be a whole number, got {count!r}")
+    return tuple(sorted(table.items()))
+
+
+def pinned_counts(hosts: tuple[Host, ...]) -> dict[str, dict[str, int]]:
+    """{app: {host: count}} from the hosts' ``pinned`` tables."""
+    out: dict[str, dict[str, int]] = {}
+    for host in hosts:
+        for app, count in host.pinned:
+            out.setdefault(app, {})[host.name] = count
+    return out
+
+
 def console_config(data: dict, where: str = "console config") -> ConsoleConfig:
     secret = _get(data, "secret_key", str, where)
     if len(secret) < 32:
@@ -153,6 +171,7 @@ def console_config(data: dict, where: str = "console config") -> ConsoleConfig:
             name=_get(entry, "name", str, hw),
             endpoint=_get(entry, "endpoint", str, hw),
             public_key=_get(entry, "public_key", str, hw),
+            pinned=_pins(_get(entry, "pinned", dict, hw, default={}, required=False), hw),
         )
         if not host.endpoint.startswith("tcp://"):
             raise ConfigError(f"{hw}: endpoint must be a tcp:// address")

@@ -28,13 +28,27 @@ class Spread:
     count: int
 
 
-def spread(total: int, hosts: list[str]) -> list[Spread]:
-    """``total`` processes over ``hosts`` as ``playbooks/scale.yml`` spreads them: evenly, the
-    first hosts (in the configured order) taking the remainder."""
+class SpreadError(ValueError):
+    pass
+
+
+def spread(total: int, hosts: list[str], pinned: dict[str, int] | None = None) -> list[Spread]:
+    """``total`` processes over ``hosts`` as ``playbooks/scale.yml`` spreads them: a host with
+    a pinned count (its ``scale_host_workers``) gets exactly that, the rest is spread evenly
+    over the others, the first ones (in the configured order) taking the remainder."""
     if not hosts:
         return []
-    share, rest = divmod(total, len(hosts))
-    return [Spread(host, share + (1 if index < rest else 0)) for index, host in enumerate(hosts)]
+    pinned = {host: n for host, n in (pinned or {}).items() if host in hosts}
+    free = [host for host in hosts if host not in pinned]
+    rest = total - sum(pinned.values())
+    if rest < 0 or (not free and rest != 0):
+        raise SpreadError(
+            f"the pinned counts ({', '.join(f'{h}: {n}' for h, n in pinned.items())}) must add up "
+            f"to at most {total}, and exactly when every host has one"
+        )
+    share, extra = divmod(rest, len(free)) if free else (0, 0)
+    counts = {host: share + (1 if index < extra else 0) for index, host in enumerate(free)}
+    return [Spread(host, pinned.get(host, counts.get(host, 0))) for host in hosts]
 
 
 def down(host: str, why: str) -> dict:

@@ -29,7 +29,7 @@ from ringmaster_handler.curve import load_keypair
 
 from ringmaster_console.actions import plan
 from ringmaster_console.appmetrics import Rates
-from ringmaster_console.config import ConsoleConfig, console_config, load_toml
+from ringmaster_console.config import ConsoleConfig, console_config, load_toml, pinned_counts
 from ringmaster_console.fleet import FleetClient
 from ringmaster_console.passwords import matches
 from ringmaster_console.protocol import RequestError
@@ -64,6 +64,7 @@ def create_app(config: ConsoleConfig, fleet: FleetClient | None = None) -> Flask
     # The apps' counters as last seen, to rate the next poll's against (one page or several:
     # rates over whatever time passed between two polls of this console process).
     app_rates, rates_lock = Rates(time.monotonic), threading.Lock()
+    pinned = pinned_counts(config.hosts)
     app.extensions["ringmaster_throttle"] = throttle
 
     @app.before_request
@@ -146,7 +147,7 @@ def create_app(config: ConsoleConfig, fleet: FleetClient | None = None) -> Flask
     @app.post("/confirm")
     def confirm():
         try:
-            action = plan(request.form, fleet.status(), config.max_processes)
+            action = plan(request.form, fleet.status(), config.max_processes, pinned)
         except RequestError as exc:
             return render_template("error.html", message=str(exc)), 400
         return render_template("confirm.html", action=action, form=request.form)
@@ -154,7 +155,7 @@ def create_app(config: ConsoleConfig, fleet: FleetClient | None = None) -> Flask
     @app.post("/act")
     def act():
         try:
-            action = plan(request.form, fleet.status(), config.max_processes)
+            action = plan(request.form, fleet.status(), config.max_processes, pinned)
         except RequestError as exc:
             return render_template("error.html", message=str(exc)), 400
         app.logger.warning("console action: %s", action.describe())
