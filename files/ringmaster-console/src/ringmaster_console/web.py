@@ -158,7 +158,9 @@ def create_app(config: ConsoleConfig, fleet: FleetClient | None = None) -> Flask
             action = plan(request.form, fleet.status(), config.max_processes, pinned)
         except RequestError as exc:
             return render_template("error.html", message=str(exc)), 400
-        app.logger.warning("console action: %s", action.describe())
+        app.logger.warning(
+            "console action from %s: %s", request.remote_addr or "unknown", action.describe()
+        )
         results = fleet.act(action.requests(), timeout=config.action_timeout)
         ok = all(r["up"] for r in results)
         return render_template("result.html", action=action, results=results, ok=ok), (

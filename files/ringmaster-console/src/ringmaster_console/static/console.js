@@ -170,6 +170,9 @@
         const st = box.querySelector(".state");
         st.textContent = host.up ? "up" : "down: " + host.error;
         st.className = "state " + (host.up ? "state-up" : "state-down");
+        // A host that does not answer shows no figures: the last ones would be stale.
+        box.querySelector("table.watchers").hidden = !host.up;
+        box.querySelector(".charts").hidden = !host.up;
         if (host.up) for (const w of host.watchers) { watcherRow(box, host, w); watcherCharts(box, host, w, label); }
       }
       apps(data.hosts);
