@@ -10,7 +10,8 @@ set -euo pipefail
 RINGMASTER_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$RINGMASTER_ROOT/.venv"
 
-_ringmaster_packages=(podman runc debootstrap python3-venv curl git shellcheck)
+# chromium, chromium-driver: the console's browser test; libjs-chart.js: the graphs it serves.
+_ringmaster_packages=(podman runc debootstrap python3-venv curl git shellcheck chromium chromium-driver libjs-chart.js)
 
 ringmaster_install_packages() {
     local missing=()

@@ -31,6 +31,7 @@ DOCS = (
     "docs/*.md",
     "roles/*/README.md",
     "files/ringmaster-handler/*.md",
+    "files/ringmaster-console/*.md",
     "files/sample_django/*.md",
     "ansible.cfg",
 )

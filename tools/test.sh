@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Every test: lint, unit tests, the handler's tests against a real Mongrel2,
+# the console's tests (a real circusd, headless Chromium),
 # the module's sanity and integration tests against a real circusd, the
 # preflight tests and the Molecule scenarios in systemd containers, faults
 # included (CI runs exactly this). --no-faults leaves molecule/faults out, for
@@ -40,6 +41,9 @@ python -m pytest -q -p no:cacheprovider tests/unit
 
 stage "handler: unit, property and integration tests (real Mongrel2)"
 python -m pytest -q -p no:cacheprovider --durations=15 files/ringmaster-handler/tests
+
+stage "console: unit, real circusd and agent over CURVE, headless Chromium"
+python -m pytest -q -p no:cacheprovider files/ringmaster-console/tests
 
 stage "module: ansible-test sanity and units"
 bash tools/ansible-test.sh

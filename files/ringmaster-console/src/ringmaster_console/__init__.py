@@ -1,0 +1,1 @@
+"""The ringmaster fleet console: an agent next to each circusd, and a web app that reads them."""
