@@ -40,7 +40,10 @@ stage "unit tests: argument specs, secrets, modules, filter, flapping plugin, lo
 python -m pytest -q -p no:cacheprovider tests/unit
 
 stage "handler: unit, property and integration tests (real Mongrel2)"
-python -m pytest -q -p no:cacheprovider --durations=15 files/ringmaster-handler/tests
+# The throughput measurement alone, then the rest on two workers: most of it waits on
+# processes and timeouts, not on the CPU.
+python -m pytest -q -p no:cacheprovider -m alone files/ringmaster-handler/tests
+python -m pytest -q -p no:cacheprovider -m "not alone" -n 2 --dist loadfile --durations=15 files/ringmaster-handler/tests
 
 stage "console: unit, real circusd and agent over CURVE, headless Chromium"
 python -m pytest -q -p no:cacheprovider files/ringmaster-console/tests

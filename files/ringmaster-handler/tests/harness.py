@@ -18,10 +18,23 @@ PORT_RANGE = (20000, 29999)
 _used_ports: set[int] = set()
 
 
+def port_range() -> tuple[int, int]:
+    """PORT_RANGE, or this pytest-xdist worker's share of it: two workers never pick the same
+    port between one's check and its server's bind."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return PORT_RANGE
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    span = (PORT_RANGE[1] - PORT_RANGE[0] + 1) // count
+    low = PORT_RANGE[0] + int(worker[2:]) * span
+    return low, low + span - 1
+
+
 def free_port() -> int:
     """A currently free loopback TCP port in the range this project may use."""
+    low, high = port_range()
     for _ in range(200):
-        port = random.randint(*PORT_RANGE)
+        port = random.randint(low, high)
         if port in _used_ports:
             continue
         with socket.socket() as s:

@@ -42,9 +42,13 @@ import pytest
 from harness import TESTS, Handler, Mongrel2, handler_route, running, wait_for
 from loadclient import Load
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("mongrel2") and shutil.which("m2sh")), reason="needs mongrel2 and m2sh"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (shutil.which("mongrel2") and shutil.which("m2sh")), reason="needs mongrel2 and m2sh"
+    ),
+    # A throughput ratio: measured with nothing else of the suite running beside it.
+    pytest.mark.alone,
+]
 
 ROLE_DEFAULTS = Path(__file__).resolve().parents[3] / "roles" / "mongrel2" / "defaults" / "main.yml"
 IDLE = 10_000
