@@ -10,7 +10,7 @@ set -euo pipefail
 RINGMASTER_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$RINGMASTER_ROOT/.venv"
 
-_ringmaster_packages=(podman runc debootstrap python3-venv curl git shellcheck)
+_ringmaster_packages=(podman runc debootstrap python3-venv curl git shellcheck openssl)
 
 ringmaster_install_packages() {
     local missing=()
