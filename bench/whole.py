@@ -29,10 +29,10 @@ same number of Python processes, on free loopback ports in 20000-29999:
   (RECOMMENDED).
 - https workload only: ringmaster dispatcher with Mongrel2 terminating TLS (mongrel2_tls, its
   settings from bench/deploy.json), nginx terminating TLS 1.2 with the same suites in front of
-  Gunicorn sync, nginx at its TLS defaults (1.3), nginx TLS 1.2 in front of ringmaster
-  (Mongrel2 plain on loopback; labelled extra), and the plain ringmaster dispatcher and
-  nginx+gunicorn sync rows to compare with; one ECDSA P-256 certificate for all of them, from
-  a throwaway CA made with openssl under the run's /tmp directory.
+  Gunicorn sync, nginx as Debian's nginx.conf sets TLS up (1.3), nginx TLS 1.2 in front of
+  ringmaster (Mongrel2 plain on loopback; labelled extra), and the plain ringmaster dispatcher
+  and nginx+gunicorn sync rows to compare with; one ECDSA P-256 certificate for all of them,
+  from a throwaway CA made with openssl under the run's /tmp directory.
 
 Workloads (interleaved rounds: each round runs every stack in a rotated order; medians):
 1 hello     wrk -c64 keep-alive and Connection: close on /; req/s, p50/p99, CPU us per
