@@ -49,6 +49,10 @@ class Mongrel2Front(run.Server):
     # bench/deploy.json, what the roles deploy).
     settings: dict = {"server.daemonize": 0}  # noqa: RUF012
     handler_args: tuple[str, ...] = ()
+    # Mongrel2's own TLS (use_ssl): the subclass puts certs/ in the root and the TLS settings
+    # (certdir, ssl_ciphers) in ``settings`` first (bench/whole.py, from bench/deploy.json).
+    use_ssl = False
+    backend_port = 0  # Mongrel2 listens here, not on ``port``, behind a TLS proxy (bench/whole.py)
 
     def start_mongrel2(self) -> tuple[str, str]:
         """Start Mongrel2; return the send and recv endpoints, as a local peer connects them."""
@@ -67,7 +71,7 @@ class Mongrel2Front(run.Server):
             f"""
 main = Server(uuid="bench-server", access_log="/logs/access.log", error_log="/logs/error.log",
     chroot="{root}", default_host="localhost", name="main", pid_file="/run/mongrel2.pid",
-    port={self.port}, bind_addr="127.0.0.1",
+    port={self.backend_port or self.port}, bind_addr="127.0.0.1", use_ssl={int(self.use_ssl)},
     hosts=[Host(name="localhost", routes={{
         '/': Handler(send_spec='{send}', send_ident='{ident}',
                      recv_spec='{recv}', recv_ident='{ident}')}})])

@@ -23,6 +23,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -107,18 +108,35 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
-def wait_http(port: int, timeout: float = 30) -> None:
+# Over https the clients name the host as a browser does (SNI "localhost", Mongrel2 serves the
+# file the role writes for that name); the certificate is a throwaway one, so none verifies it.
+TLS_HOST = "localhost"
+
+
+def client_tls() -> ssl.SSLContext:
+    """A client context like wrk's: no verification, no session reuse (every handshake is full)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def answers(port: int, tls: bool = False) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as raw:
+        s = client_tls().wrap_socket(raw, server_hostname=TLS_HOST) if tls else raw
+        with s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+            return s.recv(64).startswith(b"HTTP/1.1 200")
+
+
+def wait_http(port: int, timeout: float = 30, tls: bool = False) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with (
-            contextlib.suppress(OSError),
-            socket.create_connection(("127.0.0.1", port), timeout=1) as s,
-        ):
-            s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-            if s.recv(64).startswith(b"HTTP/1.1 200"):
+        with contextlib.suppress(OSError):
+            if answers(port, tls):
                 return
         time.sleep(0.1)
-    raise RuntimeError(f"nothing answers on port {port}")
+    raise RuntimeError(f"nothing answers on port {port}{' (https)' if tls else ''}")
 
 
 def stop(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 10) -> None:
@@ -307,7 +325,7 @@ SERVERS = [Ringmaster, GunicornSync, GunicornGthread, UWSGI, UWSGIRouter]
 # -- load ----------------------------------------------------------------------------------
 
 
-def run_wrk(port: int, mode: str, duration: float, connections: int) -> dict:
+def run_wrk(port: int, mode: str, duration: float, connections: int, scheme: str = "http") -> dict:
     argv = [
         "wrk",
         "-t1",
@@ -319,14 +337,19 @@ def run_wrk(port: int, mode: str, duration: float, connections: int) -> dict:
     ]
     if mode == "close":
         argv += ["-H", "Connection: close"]
+    host = TLS_HOST if scheme == "https" else "127.0.0.1"
     proc = subprocess.run(
-        [*argv, f"http://127.0.0.1:{port}/"], check=False, capture_output=True, text=True,
+        [*argv, f"{scheme}://{host}:{port}/"], check=False, capture_output=True, text=True,
         timeout=duration + 30,
     )  # fmt: skip
-    out = proc.stdout
+    return parse_wrk(proc.stdout, proc.stderr)
+
+
+def parse_wrk(out: str, err: str = "") -> dict:
+    """req/s, p50/p99 in ms and errors (socket errors and non-2xx/3xx) from wrk --latency."""
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if not m:
-        raise RuntimeError(f"unexpected wrk output: {out}{proc.stderr}")
+        raise RuntimeError(f"unexpected wrk output: {out}{err}")
     result = {"rps": float(m.group(1))}
     for pct in ("50", "99"):
         m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
@@ -343,8 +366,13 @@ def run_wrk(port: int, mode: str, duration: float, connections: int) -> dict:
     return result
 
 
-def loss_client(port: int, mode: str, connections: int, per_conn: int, timeout: float) -> dict:
-    """Our own client: every request it sends is accounted for (ok, error, or lost)."""
+def loss_client(port: int, mode: str, connections: int, per_conn: int, timeout: float, tls: bool = False) -> dict:
+    """Our own client: every request it sends is accounted for (ok, error, or lost).
+
+    tls: over https, a full handshake per connection (within the request's timeout: a handshake
+    that never finishes is a lost request).
+    """
+    ctx = client_tls() if tls else None
     counts = {"sent": 0, "ok": 0, "error": 0, "lost": 0}
     latencies: list[float] = []
     lock = threading.Lock()
@@ -388,6 +416,8 @@ def loss_client(port: int, mode: str, connections: int, per_conn: int, timeout: 
             try:
                 if sock is None:
                     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+                    if ctx is not None:
+                        sock = ctx.wrap_socket(sock, server_hostname=TLS_HOST)
                     buf = bytearray()
                 sock.sendall(request)
                 if not one_response(sock, buf):

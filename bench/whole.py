@@ -4,7 +4,7 @@
 One command, stdlib only (run it with Debian's python3, as root to let it install what it needs):
 
     python3 bench/whole.py [--procs 2,4] [--recommended] [--rounds 3] [--duration 10]
-                           [--workloads hello,mixed,idle,slow,upload,fleet] [--only NAME ...]
+                           [--workloads hello,mixed,idle,slow,upload,https,fleet] [--only NAME ...]
                            [--m2-setting KEY=JSON ...] [--dispatcher-args "..."]
                            [--handler-args "..."] [--extra-rows]
 
@@ -27,6 +27,12 @@ same number of Python processes, on free loopback ports in 20000-29999:
   recommends for thread-safe apps that wait on I/O; the mixed workload's targets use this row
 - --recommended adds a group where each peer runs its own recommended worker count
   (RECOMMENDED).
+- https workload only: ringmaster dispatcher with Mongrel2 terminating TLS (mongrel2_tls, its
+  settings from bench/deploy.json), nginx terminating TLS 1.2 with the same suites in front of
+  Gunicorn sync, nginx as Debian's nginx.conf sets TLS up (1.3), nginx TLS 1.2 in front of
+  ringmaster (Mongrel2 plain on loopback; labelled extra), and the plain ringmaster dispatcher
+  and nginx+gunicorn sync rows to compare with; one ECDSA P-256 certificate for all of them,
+  from a throwaway CA made with openssl under the run's /tmp directory.
 
 Workloads (interleaved rounds: each round runs every stack in a rotated order; medians):
 1 hello     wrk -c64 keep-alive and Connection: close on /; req/s, p50/p99, CPU us per
@@ -36,7 +42,10 @@ Workloads (interleaved rounds: each round runs every stack in a rotated order; m
 3 idle      wrk -c32 on / with and without 5,000 idle keep-alive connections held open
 4 slow      wrk -c32 on / with and without 200 clients reading /big (1 MB) at 50 KB/s
 5 upload    32 clients posting 5 MB bodies: MB/s, p99
-6 https     not yet: waits for the TLS sites work (see HTTPS_HOOK below)
+6 https     its own stacks (HTTPS below): wrk -c64 keep-alive and `Connection: close` (a new
+            connection, so a full TLS handshake, per request) over https and over plain http,
+            then our loss client over the same; keep-alive https against the same stack's
+            plain http, new TLS connections/s against nginx's
 7 fleet     one dispatcher with 10/100/1,000 light handlers, handlers on 1/5/20 fronts
             (bench/fleet.py; not run by default)
 
@@ -49,8 +58,10 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import resource
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -68,10 +79,6 @@ DEPLOY = BENCH / "deploy.json"
 APP = "apps:app"
 run.DEBIAN_TOOLS.setdefault("nginx", "nginx")
 CORES = os.cpu_count() or 1
-# The https workload (issue 15, item 6) waits for the TLS sites work. Its hook: a stack gets a
-# `tls_port` (nginx: a second `listen ... ssl` server; Mongrel2: its own TLS settings) and a
-# cell runs wrk on https:// keep-alive plus a new-connection-per-request client; add it here.
-HTTPS_HOOK = None
 
 # Each peer's own recommendation for this machine (the --recommended rows).
 RECOMMENDED = {
@@ -101,10 +108,12 @@ def load_deploy(args) -> dict:
     return deploy
 
 
-def m2_settings(deploy: dict, mode: str) -> dict:
-    """Mongrel2's settings table for one mode (dispatcher or direct), --m2-setting last."""
+def m2_settings(deploy: dict, mode: str, tls: bool = False) -> dict:
+    """Mongrel2's settings table for one mode (dispatcher or direct), with TLS's (as
+    mongrel2_tls adds them) when asked, --m2-setting last."""
     m2conf = deploy["mongrel2"]
-    settings = {**m2conf["settings"], **m2conf.get("mode_settings", {}).get(mode, {}), **m2conf.get("overrides", {})}
+    settings = {**m2conf["settings"], **m2conf.get("mode_settings", {}).get(mode, {}),
+                **(m2conf["tls_settings"] if tls else {}), **m2conf.get("overrides", {})}  # fmt: skip
     if os.geteuid() != 0 and str(settings.get("upload.temp_store", "")).startswith("/"):
         # Unprivileged Mongrel2 does not chroot: keep its upload path inside its directory.
         settings["upload.temp_store"] = settings["upload.temp_store"].lstrip("/")
@@ -132,6 +141,9 @@ class Stack:
     """What every stack adds to bench/run.py's Server: its process groups, for CPU per request."""
 
     key = ""
+    scheme = "http"  # what the clients speak to it (https: the https workload's TLS rows)
+    plain = ""  # a TLS row: the row serving the same app the same way over plain http
+    certs: "Certs"  # set by start_group: the run's certificate and key
 
     def groups(self) -> dict[str, list[int]]:
         raise NotImplementedError
@@ -149,7 +161,9 @@ class RingmasterDispatcher(m2.Dispatched, Stack):
         root = self.workdir / self.name.replace(" ", "-")
         threads = ("--threads", str(self.threads)) if self.threads > 1 else ()
         self.handler_args = (*self.deploy["handler"]["args"], *threads, "--upload-root", str(root))
-        self.settings = m2_settings(self.deploy, "dispatcher")
+        self.settings = m2_settings(self.deploy, "dispatcher", tls=self.use_ssl)
+        if self.use_ssl:
+            self.certs.install_for_mongrel2(root / "certs", server_uuid="bench-server")
         self.extra_args = tuple(self.deploy["dispatcher"]["args"])
         super().start()
 
@@ -171,6 +185,16 @@ class RingmasterDispatcherIpc(RingmasterDispatcher):
 class RingmasterDispatcherPlain(RingmasterDispatcher):
     name = "ringmaster dispatcher curve-off (extra)"
     curve = False
+
+
+class RingmasterDispatcherTLS(RingmasterDispatcher):
+    """The default deployment with mongrel2_tls: Mongrel2 itself terminates TLS (mbedTLS 2.28,
+    TLS 1.2, the role's suites); its plain twin is the headline dispatcher row."""
+
+    name = "ringmaster dispatcher, Mongrel2 TLS"
+    use_ssl = True
+    scheme = "https"
+    plain = RingmasterDispatcher.name
 
 
 class RingmasterDirect(m2.Direct, Stack):
@@ -205,8 +229,10 @@ http {{
     uwsgi_temp_path {w}/uwsgi;
     fastcgi_temp_path {w}/fastcgi;
     scgi_temp_path {w}/scgi;
+{upstream}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{ssl};
+{tls}
         location / {{
 {location}
         }}
@@ -221,15 +247,106 @@ PROXY = """            proxy_pass http://unix:{sock};
             proxy_redirect off;"""
 UWSGI_PASS = """            include /etc/nginx/uwsgi_params;
             uwsgi_pass unix:{sock};"""
+# nginx terminating TLS. Session tickets off (nginx's session cache is off by default): every
+# handshake is a full one, as with Mongrel2, which resumes none (each cell's TLS probe shows
+# it), while wrk would resume where a server lets it.
+NGINX_TLS = """        ssl_certificate {crt};
+        ssl_certificate_key {key};
+        ssl_session_tickets off;
+{versions}"""
+# The TLS 1.2 rows: Mongrel2's own protocol and suites (bench/deploy.json), in OpenSSL's names.
+NGINX_TLS12 = """        ssl_protocols TLSv1.2;
+        ssl_ciphers {ciphers};"""
+# The TLS 1.3 row: what Debian's /etc/nginx/nginx.conf sets (nginx 1.22's own default has no
+# TLS 1.3), suites at nginx's default.
+NGINX_TLS_DEBIAN = """        ssl_protocols TLSv1 TLSv1.1 TLSv1.2 TLSv1.3;
+        ssl_prefer_server_ciphers on;"""
+# In front of a keep-alive backend (ringmaster's Mongrel2): connections kept to it, as nginx's
+# docs set up upstream keepalive.
+RINGMASTER_UPSTREAM = """    upstream ringmaster {{
+        server 127.0.0.1:{backend};
+        keepalive 64;
+    }}"""
+PROXY_KEEPALIVE = """            proxy_pass http://ringmaster;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;"""
+
+# mbedTLS's suite names (Mongrel2's ssl_ciphers) -> OpenSSL's (nginx's ssl_ciphers).
+_OPENSSL_BULK = {
+    "AES-128-GCM-SHA256": "AES128-GCM-SHA256",
+    "AES-256-GCM-SHA384": "AES256-GCM-SHA384",
+    "CHACHA20-POLY1305-SHA256": "CHACHA20-POLY1305",
+}
+
+
+def openssl_ciphers(mbedtls: str) -> str:
+    """Mongrel2's ssl_ciphers (space-separated mbedTLS names) as an OpenSSL cipher string."""
+    out = []
+    for name in mbedtls.split():
+        m = re.fullmatch(r"TLS-(ECDHE-ECDSA|ECDHE-RSA)-WITH-(.+)", name)
+        if not m or m.group(2) not in _OPENSSL_BULK:
+            raise ValueError(f"no OpenSSL name known for the mbedTLS suite {name}")
+        out.append(f"{m.group(1)}-{_OPENSSL_BULK[m.group(2)]}")
+    return ":".join(out)
+
+
+class Certs:
+    """A throwaway CA and one ECDSA P-256 leaf for localhost and 127.0.0.1, made with openssl:
+    the same certificate and key for every TLS row."""
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+        self.crt, self.key = directory / "server.crt", directory / "server.key"
+
+    def make(self) -> "Certs":
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+        def openssl(*args: str) -> None:
+            subprocess.run(["openssl", *args], cwd=self.dir, check=True, capture_output=True, timeout=30)
+
+        for key in ("ca.key", "server.key"):
+            openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-pkeyopt", "ec_param_enc:named_curve", "-out", key)  # fmt: skip
+        openssl("req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=ringmaster bench CA",
+                "-days", "2", "-out", "ca.crt")  # fmt: skip
+        openssl("req", "-new", "-key", "server.key", "-subj", f"/CN={run.TLS_HOST}", "-out", "server.csr")
+        (self.dir / "server.ext").write_text(f"subjectAltName=DNS:{run.TLS_HOST},IP:127.0.0.1\n")
+        openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", "2", "-extfile", "server.ext", "-out", "server.crt")  # fmt: skip
+        return self
+
+    def install_for_mongrel2(self, certdir: Path, server_uuid: str) -> None:
+        """As roles/mongrel2 (tasks/tls.yml) writes them: <server uuid>.crt/.key, for clients
+        without SNI, and <host>.crt/.key, the file Mongrel2 finds for the name a client sends."""
+        certdir.mkdir(parents=True, exist_ok=True)
+        for stem in (server_uuid, run.TLS_HOST):
+            shutil.copyfile(self.crt, certdir / f"{stem}.crt")
+            shutil.copyfile(self.key, certdir / f"{stem}.key")
+            (certdir / f"{stem}.key").chmod(0o600)
 
 
 class BehindNginx(Stack):
     """Debian's nginx in front of a Python server on a unix socket."""
 
     location = PROXY
+    upstream = ""
+    backend_port = 0  # a backend on loopback TCP (nginx in front of ringmaster)
+    tls = ""  # "1.2": TLS 1.2 with Mongrel2's suites; "debian": Debian's nginx.conf (TLS 1.3)
+
+    def nginx_tls(self) -> str:
+        if not self.tls:
+            return ""
+        versions = NGINX_TLS_DEBIAN
+        if self.tls == "1.2":
+            ciphers = openssl_ciphers(self.deploy["mongrel2"]["tls_settings"]["ssl_ciphers"])
+            versions = NGINX_TLS12.format(ciphers=ciphers)
+        return NGINX_TLS.format(crt=self.certs.crt, key=self.certs.key, versions=versions)
 
     def start_nginx(self) -> None:
-        w = self.workdir / self.name.replace(" ", "-").replace("+", "")
+        w = self.workdir / re.sub(r"[^A-Za-z0-9.]+", "-", self.name)
         w.mkdir(parents=True, exist_ok=True)
         self.sock = w / "app.sock"
         conf = w / "nginx.conf"
@@ -238,6 +355,8 @@ class BehindNginx(Stack):
                 w=w, port=self.port, nofile=self.nofile, conns=self.nofile // 2,
                 user="user root;" if os.geteuid() == 0 else "",
                 location=self.location.format(sock=self.sock),
+                upstream=self.upstream.format(backend=self.backend_port),
+                ssl=" ssl" if self.tls else "", tls=self.nginx_tls(),
             )
         )  # fmt: skip
         self.nginx = self.spawn(["nginx", "-c", str(conf), "-p", str(w), "-e", str(w / "error.log")])
@@ -269,6 +388,46 @@ class NginxGunicornSync(BehindNginx, run.GunicornSync):
 class NginxGunicornGthread(NginxGunicornSync):
     name = "nginx+gunicorn gthread"
     worker_class = run.GunicornGthread.worker_class
+
+
+class NginxTLS12GunicornSync(NginxGunicornSync):
+    """nginx terminating TLS 1.2 with Mongrel2's suites: the like-for-like handshake."""
+
+    name = "nginx TLS1.2+gunicorn sync"
+    scheme = "https"
+    tls = "1.2"
+    plain = NginxGunicornSync.name
+
+
+class NginxTLSDefaultGunicornSync(NginxGunicornSync):
+    """nginx as Debian's nginx.conf runs it (its ssl_protocols, nginx's default suites): TLS 1.3
+    with wrk, X25519."""
+
+    name = "nginx TLS1.3 (Debian's)+gunicorn sync"
+    scheme = "https"
+    tls = "debian"
+    plain = NginxGunicornSync.name
+
+
+class NginxTLSRingmaster(BehindNginx, RingmasterDispatcher):
+    """(extra) nginx terminating TLS 1.2 in front of the default deployment, Mongrel2 plain on
+    loopback: a second TLS front to compare with Mongrel2's own."""
+
+    name = "nginx TLS1.2+ringmaster dispatcher (extra)"
+    scheme = "https"
+    tls = "1.2"
+    use_ssl = False
+    plain = RingmasterDispatcher.name
+    upstream = RINGMASTER_UPSTREAM
+    location = PROXY_KEEPALIVE
+
+    def start(self) -> None:
+        self.backend_port = run.free_port()  # Mongrel2's (dispatcher.py: backend_port or port)
+        RingmasterDispatcher.start(self)
+        self.start_nginx()
+
+    def groups(self) -> dict[str, list[int]]:
+        return {"nginx": self.nginx_pids(), **RingmasterDispatcher.groups(self)}
 
 
 # uWSGI's default listen queue is 100 (Gunicorn's 2048, Granian's 1024): 200 slow clients
@@ -330,6 +489,10 @@ HEADLINE = [RingmasterDispatcher, RingmasterDispatcherThreads, RingmasterDirect,
             NginxGunicornSync, NginxGunicornGthread, NginxUWSGI, UWSGIHttp, Granian]  # fmt: skip
 EXTRA = [RingmasterDispatcherIpc, RingmasterDispatcherPlain]
 BASE = "nginx+gunicorn sync"
+# The https workload's stacks: every TLS row with its plain twin (the same stack over http).
+HTTPS = [RingmasterDispatcher, RingmasterDispatcherTLS, NginxGunicornSync, NginxTLS12GunicornSync,
+         NginxTLSDefaultGunicornSync, NginxTLSRingmaster]  # fmt: skip
+HTTPS_BASE = NginxTLS12GunicornSync.name  # new TLS connections/s: the like-for-like handshake
 
 
 # -- load ----------------------------------------------------------------------------------
@@ -357,7 +520,7 @@ def finish_client(proc: subprocess.Popen, signal_it: bool = True) -> dict:
 def wrk_with_cpu(stack, mode: str, duration: float, connections: int) -> dict:
     groups = stack.groups()
     before = {g: sum(cpu_ticks(p) for p in pids) for g, pids in groups.items()}
-    res = run.run_wrk(stack.port, mode, duration, connections)
+    res = run.run_wrk(stack.port, mode, duration, connections, stack.scheme)
     after = {g: sum(cpu_ticks(p) for p in pids) for g, pids in groups.items()}
     requests = res["rps"] * duration
     tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
@@ -367,7 +530,7 @@ def wrk_with_cpu(stack, mode: str, duration: float, connections: int) -> dict:
 
 
 def loss(stack, args, mode: str = "keep-alive", connections: int = 64) -> dict:
-    return run.loss_client(stack.port, mode, connections, args.loss_requests, 2.0)
+    return run.loss_client(stack.port, mode, connections, args.loss_requests, 2.0, stack.scheme == "https")
 
 
 def merge_loss(res: dict, own: dict) -> dict:
@@ -436,8 +599,52 @@ def cell_upload(stack, args) -> dict[str, dict]:
     return {"32 x 5 MB POST": res}
 
 
+def tls_facts(port: int) -> dict:
+    """What a TLS row negotiates with an OpenSSL client offering its defaults (as wrk does):
+    protocol, suite, key exchange group, and whether the server resumes a session at all."""
+    proc = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", run.TLS_HOST,
+         "-reconnect", "-no_ign_eof"],
+        input="", capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    return parse_s_client(proc.stdout)
+
+
+def parse_s_client(out: str) -> dict:
+    """`openssl s_client -reconnect`: the first handshake's facts, and how many of the
+    reconnections resumed the session ("Reused")."""
+    facts = {"protocol": "?", "cipher": "?", "group": "?"}
+    m = re.search(r"^(?:New|Reused), (TLSv[\d.]+), Cipher is (\S+)", out, re.MULTILINE)
+    if m:
+        facts["protocol"], facts["cipher"] = m.groups()
+    # "X25519, 253 bits", or for a NIST curve "ECDH, prime256v1, 256 bits"
+    m = re.search(r"^(?:Server|Peer) Temp Key: (.+)$", out, re.MULTILINE)
+    if m:
+        parts = [x.strip() for x in m.group(1).split(",")]
+        facts["group"] = parts[1] if parts[0] == "ECDH" and len(parts) > 2 else parts[0]
+    handshakes = re.findall(r"^(New|Reused), TLSv", out, re.MULTILINE)
+    facts["resumed"] = f"{handshakes[1:].count('Reused')}/{max(len(handshakes) - 1, 0)}"
+    return facts
+
+
+def cell_https(stack, args) -> dict[str, dict]:
+    """Keep-alive, then a new connection per request (`Connection: close`: over https a full
+    handshake each), over the stack's scheme: wrk -c64, then our loss client."""
+    out = {}
+    for mode, variant in (("keep-alive", "keep-alive"), ("close", "new connection")):
+        res = wrk_with_cpu(stack, mode, args.duration, 64)
+        own = loss(stack, args, mode)
+        # wrk times a request from when its connection is up: our client's p99 counts the
+        # connection and the handshake too.
+        res["own_p99"] = own.get("p99", float("nan"))
+        out[variant] = merge_loss(res, own)
+    if stack.scheme == "https":
+        out["new connection"]["tls"] = tls_facts(stack.port)
+    return out
+
+
 CELLS = {"hello": cell_hello, "mixed": cell_mixed, "idle": cell_idle, "slow": cell_slow,
-         "upload": cell_upload}  # fmt: skip
+         "upload": cell_upload, "https": cell_https}  # fmt: skip
 
 
 # -- main ----------------------------------------------------------------------------------
@@ -454,9 +661,10 @@ def stop_everything(servers) -> None:
             s.stop()
 
 
-def runs(args) -> list[tuple[str, list]]:
-    """[(setting label, [(stack class, procs)])]: one group of servers runs at a time."""
-    kinds = HEADLINE + (EXTRA if args.extra_rows else [])
+def runs(args, workload: str) -> list[tuple[str, list]]:
+    """[(setting label, [(stack class, procs)])] for one workload: one group of servers runs at
+    a time (the https workload has its own stacks)."""
+    kinds = HTTPS if workload == "https" else HEADLINE + (EXTRA if args.extra_rows else [])
     if args.only:
         kinds = [k for k in kinds if any(k.name.startswith(o) for o in args.only)]
     out = [(f"{n} procs", [(k, n) for k in kinds]) for n in args.procs]
@@ -466,13 +674,13 @@ def runs(args) -> list[tuple[str, list]]:
     return out
 
 
-def start_group(group, setting, venv, workdir, deploy, nofile, results, servers: list) -> None:
+def start_group(group, setting, venv, workdir, deploy, nofile, results, servers: list, certs=None) -> None:
     """Start every stack of a group into ``servers`` (filled as they start, so that an
     interrupted start-up still stops them); one that does not answer is reported, left out."""
     workdir.mkdir(parents=True, exist_ok=True)
     for kind, procs in group:
         s = kind(venv, procs, workdir)
-        s.deploy, s.nofile = deploy, nofile
+        s.deploy, s.nofile, s.certs = deploy, nofile, certs
         s.label = f"{s.name} x{procs}" if setting == "recommended" else s.name
         servers.append(s)
         try:
@@ -483,8 +691,8 @@ def start_group(group, setting, venv, workdir, deploy, nofile, results, servers:
         try:
             if getattr(s, "start_error", None):
                 raise RuntimeError(f"start: {s.start_error}")
-            run.wait_http(s.port)
-            run.run_wrk(s.port, "keep-alive", 1, 16)  # warm-up
+            run.wait_http(s.port, tls=s.scheme == "https")
+            run.run_wrk(s.port, "keep-alive", 1, 16, s.scheme)  # warm-up
         except RuntimeError as exc:  # a stack that does not start is a result too
             print(f"{setting} {s.label} did not start: {exc} (logs in {workdir})", flush=True)
             failed = {"rps": 0, "errors": 1, "lost": 0, "why": str(exc)}
@@ -499,7 +707,7 @@ def main() -> int:
     p.add_argument("--recommended", action="store_true", help="add each peer's own worker count")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=int, default=10, help="seconds per cell")
-    p.add_argument("--workloads", default="hello,mixed,idle,slow,upload")
+    p.add_argument("--workloads", default="hello,mixed,idle,slow,upload,https")
     p.add_argument("--only", nargs="*", help="subset of stacks (by name prefix)")
     p.add_argument("--extra-rows", action="store_true", help="labelled non-deploy rows too")
     p.add_argument("--idle", type=int, default=5000, help="idle connections (idle workload)")
@@ -518,13 +726,14 @@ def main() -> int:
         fleet = None
     unknown = [w for w in workloads if w not in CELLS]
     if unknown:
-        p.error(f"unknown workloads {unknown} (https waits for the TLS sites work)")
+        p.error(f"unknown workloads {unknown}")
     deploy = load_deploy(args)
     nofile = raise_fd_limit()
     if not run.ensure_tools():
         return 2
     venv = run.ensure_venv()
     workdir = Path(tempfile.mkdtemp(prefix="ringmaster-bench-whole-"))
+    certs = Certs(workdir / "tls").make() if "https" in workloads else None
     # Stop cleanly on SIGTERM, and on SIGINT even when started in the background (where a
     # non-interactive shell has SIGINT ignored).
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -539,23 +748,27 @@ def main() -> int:
           f"dispatcher {deploy['dispatcher']['args']} handler {deploy['handler']['args']}")  # fmt: skip
     servers: list = []
     try:
-        for setting, group in runs(args):
+        plans = {w: dict(runs(args, w)) for w in workloads}
+        for setting in dict.fromkeys(label for w in workloads for label in plans[w]):
             for r in range(args.rounds):
                 for workload in workloads:
+                    group = plans[workload].get(setting)
+                    if not group:
+                        continue
                     # Fresh servers for every workload: what one cell breaks or leaves behind
                     # (held connections, a wedged link) does not carry into the next.
                     where = workdir / f"{setting.replace(' ', '')}-r{r + 1}-{workload}"
                     servers = []
-                    start_group(group, setting, venv, where, deploy, nofile, results, servers)
-                    order = servers[r % len(servers) :] + servers[: r % len(servers)]
-                    for s in order:
+                    start_group(group, setting, venv, where, deploy, nofile, results, servers, certs)
+                    turn = r % max(len(servers), 1)
+                    for s in servers[turn:] + servers[:turn]:
                         try:
                             cell = CELLS[workload](s, args)
                         except Exception as exc:  # a broken cell is a result, not the end
                             cell = {"failed": {"rps": 0, "errors": 1, "lost": 0, "why": repr(exc)}}
                         for variant, res in cell.items():
                             results.setdefault((setting, workload, variant, s.label), []).append(res)
-                            print(f"{setting} round {r + 1} {workload:6} {s.label:40} {variant:18} "
+                            print(f"{setting} round {r + 1} {workload:6} {s.label:44} {variant:18} "
                                   f"{line(res)}", flush=True)  # fmt: skip
                     stop_everything(servers)
                     servers = []
@@ -585,9 +798,17 @@ def line(res: dict) -> str:
                  + (f" held {b['held']} closed {b['closed_by_server']}" if "held" in b else "")
                  + (f" unfinished {b['unfinished']}" if "unfinished" in b else "")
                  + (f" {b['errors_by_kind']}" if b.get("errors_by_kind") else ""))  # fmt: skip
+    if "own_p99" in res:
+        text += f" own p99 {fmt(res['own_p99'])}"
+    if "tls" in res:
+        text += " | " + tls_text(res["tls"])
     if "why" in res:
         text += f" {res['why']}"
     return text
+
+
+def tls_text(facts: dict) -> str:
+    return f"{facts['protocol']} {facts['cipher']} {facts['group']}, resumed {facts['resumed']}"
 
 
 def fmt(x) -> str:
@@ -601,6 +822,16 @@ def clean(rounds: list[dict]) -> bool:
         if r.get("errors") or r.get("lost") or bg.get("error") or bg.get("lost"):
             return False
     return True
+
+
+def base_of(workload: str, variant: str, name: str) -> str:
+    """The row a row's ratio is to: nginx+gunicorn sync at the same process count; in the https
+    workload a TLS row's keep-alive to its own plain twin (what TLS costs that stack), and its
+    new connections to nginx TLS 1.2's (the like-for-like handshake)."""
+    kind = next((k for k in HTTPS if k.name == name.rsplit(" x", 1)[0]), None)
+    if workload == "https" and kind is not None and kind.scheme == "https":
+        return kind.plain if variant == "keep-alive" else HTTPS_BASE
+    return BASE
 
 
 def rounds_of(results: dict, setting: str, workload: str, variant: str, name: str = BASE):
@@ -617,13 +848,14 @@ def report(results: dict, args) -> None:
         return statistics.median(vals) if vals else float("nan")
 
     print(f"\nmedians of {args.rounds} round(s) x {args.duration:g}s; ratios to {BASE} at the same "
-          "process count, only for rows with no error and no lost request (both sides)")  # fmt: skip
-    header = (f"{'setting':11} {'workload':8} {'variant':18} {'stack':40} {'req/s':>8} {'p50 ms':>7} "
-              f"{'p99 ms':>8} {'err':>4} {'lost/sent':>11} {'vs sync':>7}  extra")  # fmt: skip
+          "process count, only for rows with no error and no lost request (both sides);\n"
+          f"https TLS rows: keep-alive to the same stack over plain http, new connection to {HTTPS_BASE}")  # fmt: skip
+    header = (f"{'setting':11} {'workload':8} {'variant':18} {'stack':44} {'req/s':>8} {'p50 ms':>7} "
+              f"{'p99 ms':>8} {'err':>4} {'lost/sent':>11} {'ratio':>7}  extra")  # fmt: skip
     print(header)
     print("-" * len(header))
     for (setting, workload, variant, label), rounds in results.items():
-        base = rounds_of(results, setting, workload, variant)
+        base = rounds_of(results, setting, workload, variant, base_of(workload, variant, label))
         ratio = "   n/a"
         if base and clean(base) and clean(rounds) and med(base, "rps"):
             ratio = f"{med(rounds, 'rps') / med(base, 'rps'):6.2f}x"
@@ -637,10 +869,14 @@ def report(results: dict, args) -> None:
                 f"{g} {statistics.median(r['cpu'][g] for r in rounds):.0f}"
                 f" ({rounds[0]['nprocs'][g]})" for g in rounds[0]["cpu"]
             )  # fmt: skip
+        if "own_p99" in rounds[0]:
+            extra += f" | own client p99 {fmt(med(rounds, 'own_p99'))} ms"
+        if "tls" in rounds[0]:
+            extra += " | " + tls_text(rounds[0]["tls"])
         errs = sum(r.get("errors", 0) for r in rounds)
         lost = sum(r.get("lost", 0) for r in rounds)
         sent = sum(r.get("sent", 0) for r in rounds)
-        print(f"{setting:11} {workload:8} {variant:18} {label:40} {med(rounds, 'rps'):8.0f} "
+        print(f"{setting:11} {workload:8} {variant:18} {label:44} {med(rounds, 'rps'):8.0f} "
               f"{fmt(med(rounds, 'p50')):>7} {fmt(med(rounds, 'p99')):>8} {errs:4d} "
               f"{lost:>5}/{sent:<5} {ratio:>7}  {extra}")  # fmt: skip
     targets(results)
@@ -650,6 +886,7 @@ def targets(results: dict) -> None:
     """Issue 15's targets for the default dispatcher mode; PASS only on clean rows."""
     rm = RingmasterDispatcher.name
     rmt = RingmasterDispatcherThreads.name  # the mixed workload's targets are "ours with threads"
+    rm_tls = RingmasterDispatcherTLS.name  # https: the default deployment with mongrel2_tls
     print("\ntargets (ringmaster dispatcher; numbered groups: same process count):")
     settings = sorted({k[0] for k in results})
 
@@ -687,6 +924,17 @@ def targets(results: dict) -> None:
                 checks.append((f"{w}: req/s drop <= 10%, p99 within 2x", [a, b],
                                med(b, "rps") >= 0.9 * med(a, "rps")
                                and med(b, "p99") <= 2 * med(a, "p99")))  # fmt: skip
+        tls, plain = get(setting, "https", "keep-alive", rm_tls), get(setting, "https", "keep-alive", rm)
+        if tls and plain:
+            checks.append(("https keep-alive >= 0.8x plain http (Mongrel2 TLS, same run)",
+                           [tls, plain], med(tls, "rps") >= 0.8 * med(plain, "rps")))  # fmt: skip
+        tls = get(setting, "https", "new connection", rm_tls)
+        for peer, text in ((HTTPS_BASE, "nginx TLS 1.2, same suites"),
+                           (NginxTLSDefaultGunicornSync.name, "nginx TLS 1.3, Debian's")):  # fmt: skip
+            b = get(setting, "https", "new connection", peer)
+            if tls and b:
+                checks.append((f"https new connections/s >= 0.8x {text} + gunicorn sync", [tls, b],
+                               med(tls, "rps") >= 0.8 * med(b, "rps")))  # fmt: skip
         for text, rows, ok in checks:
             verdict = "PASS" if ok and all(clean(r) for r in rows) else "FAIL"
             if ok and verdict == "FAIL":

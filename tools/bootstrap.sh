@@ -10,8 +10,9 @@ set -euo pipefail
 RINGMASTER_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$RINGMASTER_ROOT/.venv"
 
-# chromium, chromium-driver: the console's browser test; libjs-chart.js: the graphs it serves.
-_ringmaster_packages=(podman runc debootstrap python3-venv curl git shellcheck chromium chromium-driver libjs-chart.js)
+# chromium, chromium-driver: the console's browser test; libjs-chart.js: the graphs it serves;
+# openssl: the bench's https workload asks it which suite names it knows.
+_ringmaster_packages=(podman runc debootstrap python3-venv curl git shellcheck openssl chromium chromium-driver libjs-chart.js)
 
 ringmaster_install_packages() {
     local missing=()

@@ -91,3 +91,13 @@ def test_handler_flags_are_the_roles_defaults():
         "--request-timeout": str(APP["wsgi_app_request_timeout"]),
         "--max-body-size": str(APP["wsgi_app_max_body_size"]),
     }
+
+
+def test_tls_settings_are_what_mongrel2_tls_adds():
+    # _mongrel2_tls_settings: certdir /<_mongrel2_certs_dir>/, ssl_ciphers the role's list.
+    role_vars = yaml.safe_load((ROOT / "roles/mongrel2/vars/main.yml").read_text())
+    assert DEPLOY["mongrel2"]["tls_settings"] == {
+        "certdir": "/" + role_vars["_mongrel2_certs_dir"] + "/",
+        "ssl_ciphers": " ".join(M2["mongrel2_tls_ciphers"]),
+    }
+    assert set(re.findall(r"'(\w+)':", role_vars["_mongrel2_tls_settings"])) == {"certdir", "ssl_ciphers"}
