@@ -303,6 +303,10 @@ def test_handler_usage_errors_in_dispatcher_mode(capsys, argv, message):
         (["--prefetch", "-1", "tcp://h:1", "tcp://h:2", "tcp://h:3"], "--prefetch"),
         (["--steal-after", "0", "tcp://h:1", "tcp://h:2", "tcp://h:3"], "--steal-after"),
         (["--queue-timeout", "-1", "tcp://h:1", "tcp://h:2", "tcp://h:3"], "--queue-timeout"),
+        (
+            ["tcp://h:1,tcp://h:4", "tcp://h:2", "tcp://h:3"],
+            "lists 2 endpoints but recv_spec lists 1",
+        ),
     ],
 )
 def test_dispatcher_usage_errors(capsys, argv, message):
@@ -341,3 +345,47 @@ def test_one_handler_serves_two_fronts(tmp_path):
                 if thing is not None:
                     with contextlib.suppress(Exception):
                         thing.stop()
+
+
+def test_one_dispatcher_serves_a_route_on_two_mongrel2_servers(tmp_path):
+    """The mongrel2 role's TLS server and plain-HTTP server are two Mongrel2 processes whose
+    routes to an app have their own sockets and idents: one dispatcher takes both, and each
+    reply reaches only the server its request came from (their connection ids overlap)."""
+    servers, routes = [], []
+    bind = f"tcp://127.0.0.1:{free_port()}"
+    try:
+        for n in range(2):
+            root = tmp_path / f"server{n}"
+            root.mkdir()
+            routes.append(handler_route())
+            servers.append(Mongrel2(root, {"/": routes[-1]}).start())
+        merged = {key: ",".join(r[key] for r in routes) for key in ("send", "recv")}
+        dispatcher = DispatcherProc(tmp_path, merged, bind).start()
+        servers.append(dispatcher)
+        assert "did not subscribe" not in dispatcher.log_text()
+        assert "servers subscribed" not in dispatcher.log_text()
+        worker = Worker(tmp_path, "apps:router", bind).start()
+        servers.append(worker)
+        dispatcher.wait_connected(1)
+        results: dict[tuple[int, int], bytes] = {}
+
+        def client(n: int, m2) -> None:
+            c = m2.connection()
+            for i in range(20):
+                body = b"server%d-request%d" % (n, i)
+                c.request("POST", "/echo", body=body)
+                results[(n, i)] = c.getresponse().read()
+            c.close()
+
+        threads = [threading.Thread(target=client, args=(n, servers[n])) for n in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert results == {
+            (n, i): b"server%d-request%d" % (n, i) for n in range(2) for i in range(20)
+        }
+    finally:
+        for thing in reversed(servers):
+            with contextlib.suppress(Exception):
+                thing.stop()

@@ -67,8 +67,8 @@ COPY_BELOW = 65536
 class Dispatcher(Scheduler):
     def __init__(
         self,
-        m2_send_url: str,
-        m2_recv_url: str,
+        m2_send_url: str | list[str],
+        m2_recv_url: str | list[str],
         bind_urls: list[str],
         *,
         heartbeat: float = 1.0,
@@ -97,8 +97,15 @@ class Dispatcher(Scheduler):
         self.curve = curve
         self._gate: KeyGate | None = None
         self._plain_refusals = DenialLog()
-        self.m2_send_url = m2_send_url
-        self.m2_recv_url = m2_recv_url
+        # One route of each Mongrel2 server the route is on (a TLS one and a plain-HTTP one
+        # run as two processes): requests come from all, each reply reaches only the one that
+        # subscribed to its prefix (the handler's recv_ident, distinct per server).
+        self.m2_send_urls = [m2_send_url] if isinstance(m2_send_url, str) else list(m2_send_url)
+        self.m2_recv_urls = [m2_recv_url] if isinstance(m2_recv_url, str) else list(m2_recv_url)
+        if len(self.m2_send_urls) != len(self.m2_recv_urls) or not self.m2_send_urls:
+            raise ValueError("one recv url per send url")
+        self.m2_send_url = ", ".join(self.m2_send_urls)
+        self.m2_recv_url = ", ".join(self.m2_recv_urls)
         self.bind_urls = bind_urls
         self.heartbeat = heartbeat
         self.drain_timeout = drain_timeout
@@ -168,13 +175,15 @@ class Dispatcher(Scheduler):
         # Never drop a reply silently; when Mongrel2 is behind, replies wait in self.backlog.
         out.setsockopt(zmq.XPUB_NODROP, 1)
         out.setsockopt(zmq.SNDHWM, REPLY_PIPE)
-        out.connect(self.m2_recv_url)
+        for url in self.m2_recv_urls:
+            out.connect(url)
         self.m2_out = out
         self._wait_for_subscription()
 
         pull = ctx.socket(zmq.PULL)
         pull.setsockopt(zmq.LINGER, 0)
-        pull.connect(self.m2_send_url)
+        for url in self.m2_send_urls:
+            pull.connect(url)
         self.m2_in = pull
         # The unwrapped send: the pyzmq wrapper adds a Python call per message.
         self._rsend = partial(_backend_send, router)
@@ -196,19 +205,24 @@ class Dispatcher(Scheduler):
 
     def _wait_for_subscription(self) -> None:
         # PUB drops replies until Mongrel2's subscription has arrived (slow joiner): take no
-        # request before that.
+        # request before every server's has (each subscribes to its own prefix).
         deadline = time.monotonic() + self.subscribe_timeout
+        topics: set[bytes] = set()
         while not self.stopping:
             left = deadline - time.monotonic()
             if left <= 0:
                 log.warning(
-                    "Mongrel2 did not subscribe within %.1fs; dispatching anyway",
-                    self.subscribe_timeout,
-                )
+                    "%d of %d Mongrel2 servers subscribed within %.1fs; dispatching anyway",
+                    len(topics), len(self.m2_recv_urls), self.subscribe_timeout,
+                )  # fmt: skip
                 return
             ready = self.m2_out.poll(min(left, 0.25) * 1000, zmq.POLLIN)
-            if ready and self.m2_out.recv()[:1] == b"\x01":
-                return
+            if ready:
+                notice = self.m2_out.recv()
+                if notice[:1] == b"\x01":
+                    topics.add(notice[1:])
+                    if len(topics) >= len(self.m2_recv_urls):
+                        return
 
     def _close_sockets(self) -> None:
         router = getattr(self, "router", None)
@@ -463,8 +477,9 @@ class Dispatcher(Scheduler):
         """After a stop: take nothing more from Mongrel2, finish what we have, then exit."""
         # What Mongrel2 already pushed to us is lost once we disconnect: take it first.
         self._read_requests_all()
-        with contextlib.suppress(zmq.ZMQError):
-            self.m2_in.disconnect(self.m2_send_url)
+        for url in self.m2_send_urls:
+            with contextlib.suppress(zmq.ZMQError):
+                self.m2_in.disconnect(url)
         self._read_requests_all()
         self._flush_backlog()
         deadline = time.monotonic() + self.drain_timeout

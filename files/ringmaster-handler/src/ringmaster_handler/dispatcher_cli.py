@@ -11,7 +11,7 @@ from ringmaster_handler.options import (
     add_version,
     log_to_stderr,
 )
-from ringmaster_handler.specs import SpecError, parse_spec, parse_spec_list
+from ringmaster_handler.specs import SpecError, pair_specs, parse_spec_list
 
 PROG = "ringmaster-dispatcher"
 
@@ -26,8 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Specs: tcp://host:port or ipc://path. m2_send_spec and m2_recv_spec are the "
             "route's send_spec and recv_spec (Mongrel2 binds them; we connect; an ident@ is "
-            "accepted and ignored). bind_spec is where handlers connect, e.g. "
-            "tcp://0.0.0.0:9999 (comma-separated to bind several)."
+            "accepted and ignored), comma-separated and in the same order for a route on "
+            "several Mongrel2 servers (e.g. its TLS and its plain-HTTP one). bind_spec is "
+            "where handlers connect, e.g. tcp://0.0.0.0:9999 (comma-separated to bind several)."
         ),
     )
     p.add_argument("m2_send_spec", help="where Mongrel2 sends requests (its send_spec)")
@@ -198,8 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log_to_stderr(args.log_level, args.name, args.syslog_prefix)
     try:
-        send = parse_spec(args.m2_send_spec)
-        recv = parse_spec(args.m2_recv_spec)
+        pairs = pair_specs(args.m2_send_spec, args.m2_recv_spec)
         binds = parse_spec_list(args.bind_spec)
         if any(b.ident for b in binds):
             raise SpecError("bind_spec takes no ident@")
@@ -227,10 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     from ringmaster_handler.dispatcher import Dispatcher
     from ringmaster_handler.proctitle import set_title
 
-    set_title(f"{PROG} {send.url} -> {args.bind_spec}", b"ringmaster-disp")
+    set_title(f"{PROG} {pairs[0][0].url} -> {args.bind_spec}", b"ringmaster-disp")
     dispatcher = Dispatcher(
-        send.url,
-        recv.url,
+        [send.url for send, _ in pairs],
+        [recv.url for _, recv in pairs],
         [b.url for b in binds],
         prefetch=args.prefetch,
         steal_after=args.steal_after,
