@@ -15,6 +15,12 @@ A request counts as lost when its whole exchange, not a single read, takes longe
 even when the thread dies; a thread that died of an unexpected exception makes the exit
 status 1 ("crashed" in the JSON).
 
+With --cacert, it speaks TLS and verifies the server's chain to that CA and the name
+(--server-name, also sent by SNI and as Host; --host stays the address it connects to); "serials"
+counts the certificates by serial number, once per TLS connection, so a check can see a
+certificate change under way. --reconnect opens a new connection (a new handshake) for every
+request.
+
 "began" and "ended" (seconds since the epoch: one clock for every container on a machine) say
 when the load ran, so a check can tell that it covered an operation. With --instant-file, a file
 that holds such a time (a fault's, written when the load is asked to stop), "at_instant" counts
@@ -28,6 +34,8 @@ import json
 import os
 import random
 import re
+import socket
+import ssl
 import threading
 import time
 import traceback
@@ -67,12 +75,34 @@ def exchange(conn, method, path, body, timeout):
     return resp.status, b"".join(chunks), resp.will_close
 
 
+class TLSConnection(http.client.HTTPSConnection):
+    """HTTPS to ``address`` that verifies and names (SNI, Host) the server as ``name``."""
+
+    def __init__(self, address, port, name, context, timeout):
+        super().__init__(name, port, timeout=timeout, context=context)
+        self.address = address
+        self.serial = None
+
+    def connect(self):
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        self.serial = self.sock.getpeercert().get("serialNumber")
+
+
+def connect(args):
+    if not args.cacert:
+        return http.client.HTTPConnection(args.host, args.port, timeout=args.timeout)
+    context = ssl.create_default_context(cafile=args.cacert)
+    return TLSConnection(args.host, args.port, args.server_name or args.host, context, args.timeout)
+
+
 def client(args, deadline, floor, totals, lock, spans, seen, enough):
     """One keep-alive connection's requests; ``spans`` gets (start, end, method, outcome) of each."""
     conn = None
     local = Counter()
     hosts = Counter()
     tally = Counter()
+    serials = Counter()
     post_body = b"x" * args.body_size
     slowest = 0.0
     rng = random.Random()
@@ -90,10 +120,13 @@ def client(args, deadline, floor, totals, lock, spans, seen, enough):
             outcome = "error"
             try:
                 if conn is None:
-                    conn = http.client.HTTPConnection(args.host, args.port, timeout=args.timeout)
+                    conn = connect(args)
+                fresh = conn.sock is None
                 status, body, will_close = exchange(
                     conn, method, args.path, post_body if method == "POST" else None, args.timeout
                 )
+                if fresh and getattr(conn, "serial", None):
+                    serials[conn.serial] += 1
                 # Answered requests only: lost ones are counted as lost.
                 slowest = max(slowest, time.monotonic() - started)
                 outcome = "ok" if 200 <= status < 300 else f"status_{status}"
@@ -113,7 +146,7 @@ def client(args, deadline, floor, totals, lock, spans, seen, enough):
                     local["failed"] += 1
                     local[f"status_{status}"] += 1
                     local[f"status_{status}_{method}"] += 1
-                if will_close:
+                if will_close or args.reconnect:
                     conn.close()
                     conn = None
             except (Lost, TimeoutError):
@@ -144,6 +177,7 @@ def client(args, deadline, floor, totals, lock, spans, seen, enough):
             totals.update(local)
             totals["hosts"].update(hosts)
             totals["tally"].update(tally)
+            totals["serials"].update(serials)
             totals["slowest_answer"] = max(totals.get("slowest_answer", 0.0), slowest)
 
 
@@ -181,6 +215,9 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=5.0, help="per request, seconds")
     parser.add_argument("--pause", type=float, default=0.0, help="seconds between a client's requests")
     parser.add_argument("--stop-file", default="/tmp/loadcount.stop")
+    parser.add_argument("--cacert", help="speak TLS, verifying the server's chain to this CA file")
+    parser.add_argument("--server-name", help="with --cacert: the name to verify, send by SNI and as Host")
+    parser.add_argument("--reconnect", action="store_true", help="a new connection for every request")
     parser.add_argument(
         "--instant-file",
         help="a file holding a time (seconds since the epoch): count the requests in flight then",
@@ -208,6 +245,7 @@ def main(argv=None) -> int:
     totals = Counter()
     totals["hosts"] = Counter()
     totals["tally"] = Counter()
+    totals["serials"] = Counter()
     lock = threading.Lock()
     spans = []  # list.append is atomic: the threads share it
     seen = set()  # tally values so far, all threads (set.add is atomic too)
@@ -227,6 +265,7 @@ def main(argv=None) -> int:
     ended = time.time()
     hosts = dict(totals.pop("hosts"))
     tally = dict(totals.pop("tally"))
+    serials = dict(totals.pop("serials"))
     stopped_by = "stop-file" if os.path.exists(args.stop_file) else "tallied" if enough.is_set() else "duration"
     result = {
         "seconds": round(time.monotonic() - started, 1),
@@ -239,6 +278,8 @@ def main(argv=None) -> int:
         result["at_instant"] = in_flight(spans, args.instant_file)
     if args.tally:
         result["tally"] = tally
+    if args.cacert:
+        result["serials"] = serials
     result.update({key: totals.get(key, 0) for key in ("sent", "ok", "failed", "lost", "crashed")})
     result.update({key: value for key, value in totals.items() if key not in result})
     result["slowest_answer"] = round(result.get("slowest_answer", 0.0), 3)

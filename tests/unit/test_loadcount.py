@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -177,3 +178,59 @@ def test_until_tallied_waits_at_least_the_floor(tmp_path):
     assert rc == 0
     assert result["stopped_by"] == "tallied"
     assert 1.5 <= result["seconds"] < 4.0
+
+
+@contextlib.contextmanager
+def tls_server(tmp_path):
+    """The "ok" server over TLS, with a certificate for localhost from a throwaway CA."""
+    subprocess.run(
+        ["bash", str(Path(__file__).resolve().parents[2] / "tools" / "lab-ca.sh"), str(tmp_path), "site", "localhost"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "site.crt", tmp_path / "site.key")
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), type("H", (Handler,), {"mode": "ok"}))
+    httpd.daemon_threads = True
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield httpd.server_address[1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_tls_counts_each_handshakes_certificate(tmp_path):
+    with tls_server(tmp_path) as port:
+        tls = ["--cacert", str(tmp_path / "ca.crt"), "--server-name", "localhost", "--duration", "1"]
+        rc, kept, _ = run(port, tmp_path, *tls)
+        rc2, fresh, _ = run(port, tmp_path, *tls, "--reconnect")
+        serial = subprocess.run(
+            ["openssl", "x509", "-noout", "-serial", "-in", "site.crt"], cwd=tmp_path, capture_output=True, text=True
+        )
+    assert (rc, rc2) == (0, 0)
+    assert kept["ok"] == kept["sent"] > 0 and fresh["ok"] == fresh["sent"] > 0
+    # Keep-alive: one handshake per client; --reconnect: one per request.
+    number = serial.stdout.strip().split("=")[1]
+    assert sum(kept["serials"].values()) == 2
+    assert fresh["serials"] == {number: fresh["sent"]}
+
+
+def test_tls_refuses_a_chain_to_another_ca(tmp_path):
+    with tls_server(tmp_path) as port:
+        other = tmp_path / "other"
+        other.mkdir()
+        subprocess.run(
+            ["bash", str(Path(__file__).resolve().parents[2] / "tools" / "lab-ca.sh"), str(other), "x", "localhost"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        rc, result, _ = run(
+            port, tmp_path, "--cacert", str(other / "ca.crt"), "--server-name", "localhost", "--duration", "1"
+        )
+    assert rc == 0 and result["ok"] == 0 and result["failed"] == result["sent"] > 0
+    assert result["error_SSLCertVerificationError"] == result["sent"]
