@@ -24,6 +24,10 @@ from ringmaster_handler.proctitle import set_title
          "--request-timeout"),
         (["--upload-temp-store", "/uploads/upload", "apps:hello", "tcp://127.0.0.1:20001"],
          "must end in XXXXXX"),
+        (["--forwarded-allow-ips", "127.0.0.1,proxy", "apps:hello", "tcp://127.0.0.1:20001"],
+         "--forwarded-allow-ips: 'proxy' is neither an IP address nor a network"),
+        (["--forwarded-allow-ips", "10.0.0.1/8", "apps:hello", "tcp://127.0.0.1:20001"],
+         "--forwarded-allow-ips: '10.0.0.1/8'"),
     ],
 )  # fmt: skip
 def test_usage_errors_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, argv, message):

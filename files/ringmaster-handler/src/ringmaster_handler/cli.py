@@ -12,6 +12,7 @@ import sys
 
 from ringmaster_handler.curve import ClientSide, CurveError, load_keypair, load_server_keys
 from ringmaster_handler.exchange import DEFAULT_STREAM_RATE
+from ringmaster_handler.forwarded import TrustError, parse_allow_ips
 from ringmaster_handler.hsts import with_hsts
 from ringmaster_handler.options import (
     add_curve_group,
@@ -159,6 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --hsts-max-age: also includeSubDomains",
     )
+    p.add_argument(
+        "--forwarded-allow-ips",
+        default="",
+        metavar="ADDRS",
+        help=(
+            "comma-separated addresses or networks of TLS proxies in front of Mongrel2: only for "
+            "requests Mongrel2 got from one of them, the last X-Forwarded-For entry becomes "
+            "REMOTE_ADDR and X-Forwarded-Proto (http or https) wsgi.url_scheme; Mongrel2 needs "
+            "no_clobber_xff (default: none, the headers are never believed)"
+        ),
+    )
     p.add_argument("--chdir", metavar="DIR", help="change to DIR before importing the app")
     p.add_argument(
         "--pythonpath",
@@ -263,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
             dispatchers = []
             fronts = pair_specs(args.send_spec, args.recv_spec)
         curve = curve_options(args, [d.url for d in dispatchers])
+        try:
+            trusted_proxies = parse_allow_ips(args.forwarded_allow_ips)
+        except TrustError as exc:
+            raise UsageError(f"--forwarded-allow-ips: {exc}") from None
         if args.chdir:
             try:
                 os.chdir(args.chdir)
@@ -322,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         "request_timeout": args.request_timeout,
         "max_body_size": args.max_body_size,
         "recycler": recycler,
+        "trusted_proxies": trusted_proxies,
     }
     if args.dispatcher:
         from ringmaster_handler.worker import WorkerLoop

@@ -7,6 +7,7 @@ from urllib.parse import unquote
 
 from ringmaster_handler import __version__
 from ringmaster_handler.digits import is_digits
+from ringmaster_handler.forwarded import TrustedProxies
 from ringmaster_handler.request import Request
 
 SERVER_SOFTWARE = f"ringmaster-handler/{__version__}"
@@ -72,10 +73,19 @@ class EnvironBuilder:
     """Turns requests into environ dicts; one per serving thread, holding what never changes.
 
     ``multithread``: other threads of this process run the app at the same time (--threads).
+    ``trusted_proxies``: peers whose X-Forwarded-For and X-Forwarded-Proto give REMOTE_ADDR and
+    wsgi.url_scheme (--forwarded-allow-ips, forwarded.py); none by default.
     """
 
-    def __init__(self, *, script_name_from_route: bool = True, multithread: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        script_name_from_route: bool = True,
+        multithread: bool = False,
+        trusted_proxies: TrustedProxies | None = None,
+    ) -> None:
         self.script_name_from_route = script_name_from_route
+        self.trusted_proxies = trusted_proxies if trusted_proxies else None
         self.errors = ErrorStream()
         self._base = {
             "wsgi.version": (1, 0),
@@ -124,8 +134,13 @@ class EnvironBuilder:
         get = h.get
         env["QUERY_STRING"] = get("QUERY", "")
         env["SERVER_PROTOCOL"] = get("VERSION", "HTTP/1.0")
-        env["REMOTE_ADDR"] = get("REMOTE_ADDR", "")
+        peer = get("REMOTE_ADDR", "")
         scheme = get("URL_SCHEME", "http")
+        if self.trusted_proxies is not None:
+            peer, scheme = self.trusted_proxies.client(
+                peer, get("x-forwarded-for"), get("x-forwarded-proto"), scheme
+            )
+        env["REMOTE_ADDR"] = peer
         env["wsgi.url_scheme"] = scheme
         host = get("host")
         try:

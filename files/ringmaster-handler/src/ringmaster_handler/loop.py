@@ -82,6 +82,7 @@ class HandlerLoop:
         alarm=None,
         multithread: bool = False,
         recycler=None,
+        trusted_proxies=None,
     ) -> None:
         # --max-requests/--max-age/--max-rss (recycle.py), shared by a process's threads.
         self.recycler = recycler if recycler is not None and recycler.active else None
@@ -97,7 +98,9 @@ class HandlerLoop:
         self.fronts = fronts
         self.upload_root = upload_root
         self.environ = EnvironBuilder(
-            script_name_from_route=script_name_from_route, multithread=multithread
+            script_name_from_route=script_name_from_route,
+            multithread=multithread,
+            trusted_proxies=trusted_proxies,
         )
         self.build_environ = self.environ.build
         self.subscribe_timeout = subscribe_timeout
