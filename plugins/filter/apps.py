@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
 
 from ansible.errors import AnsibleFilterError
@@ -19,7 +20,8 @@ description:
     have on the host (O(base)), and returns one entry per app with all of them set.
   - Without I(ringmaster_apps) (V(null)), the fleet has one app, the one the C(wsgi_app_*) variables describe.
   - Refuses, naming the variable, a list that is not one, an app without a valid name, a name used
-    twice, a key no role knows, two apps on the same host and path, and two apps sharing a port.
+    twice, a key no role knows, two apps on the same host and path, two apps sharing a port, and two
+    apps sharing a data directory (C(data_dirs), one inside the other's included).
   - An app of I(ringmaster_apps) without its own C(user) or C(group) runs as the account
     C(ringmaster-<name>), unless C(wsgi_app_user)/C(wsgi_app_group) were set to something else.
 options:
@@ -112,6 +114,7 @@ def expand(apps: list | None, base: dict) -> list[dict]:
         out.append({"name": name, "vars": values})
     _check_routes(apps, out)
     _check_ports(apps, out)
+    _check_data_dirs(apps, out)
     return out
 
 
@@ -161,6 +164,79 @@ def static_route(name: str, url: str) -> dict:
     return {"path": url, "dir": f"app-static/{name}/live/", "default_ctype": "application/octet-stream"}
 
 
+def _within(inner: str, outer: str) -> bool:
+    """inner is outer or below it (both normalised absolute paths)."""
+    return inner == outer or inner.startswith(outer.rstrip("/") + "/")
+
+
+def _check_data_dirs(apps: list, out: list[dict]) -> None:
+    # Each app's own list is checked by the role's preflight (data_dirs_problems); here only
+    # what no single app can see: two apps would chown one directory to each other in turn.
+    owner: list[tuple[str, int]] = []
+    for index, entry in enumerate(out):
+        dirs = entry["vars"].get(PREFIX + "data_dirs") or []
+        if not isinstance(dirs, list):
+            continue
+        for path in (d for d in dirs if isinstance(d, str)):
+            for other_path, other in owner:
+                if other != index and (_within(path, other_path) or _within(other_path, path)):
+                    where, there = _where(index, apps[index]), _where(other, apps[other])
+                    _fail(f"{where}: data_dirs {path} overlaps {other_path} of {there}; each app needs its own")
+            owner.append((path, index))
+
+
+# Directories the system empties at boot or the kernel provides: nothing kept there survives.
+VOLATILE = ("/tmp", "/run", "/proc", "/sys", "/dev", "/boot", "/var/tmp", "/var/run", "/var/lock")
+# Directories whose direct children are the system's or other programs' (/var/lib, /etc/ssl,
+# /home/alice): making one of them the app's would hand it everything below.
+SHARED_PARENTS = ("/var", "/etc", "/home")
+# Never the app's: the distribution's files and root's home.
+FORBIDDEN = ("/usr", "/root")
+
+
+def data_dirs_problems(dirs: list, reserved: dict) -> list[str]:
+    """What is wrong with wsgi_app_data_dirs, one message per problem naming the entry; [] if nothing.
+
+    reserved maps variable names to directories the roles manage themselves (wsgi_app_base_dir,
+    wsgi_app_curve_dir): a data directory may be neither inside one nor above one.
+    """
+    name = f"{PREFIX}data_dirs"
+    if not isinstance(dirs, list):
+        return [f"{name} must be a list of absolute paths; got {type(dirs).__name__}"]
+    problems: list[str] = []
+    seen: list[str] = []
+    for index, path in enumerate(dirs):
+        where = f"{name}[{index}]"
+        if not isinstance(path, str) or not path.startswith("/") or re.search(r"\s", path):
+            problems.append(f"{where} must be an absolute path without spaces; got {path!r}")
+            continue
+        if path == "/" or posixpath.normpath(path) != path or path.startswith("//"):
+            problems.append(f"{where} must be a plain absolute path other than / (no .., //, trailing /); got {path!r}")
+            continue
+        top = "/" + path.split("/")[1]
+        if any(_within(path, v) for v in VOLATILE):
+            problems.append(f"{where} {path} is emptied at boot or provided by the kernel; data there is lost")
+        elif any(_within(path, f) for f in FORBIDDEN):
+            problems.append(f"{where} {path} is in {top}, which is not an app's to write")
+        elif path.count("/") == 1 or posixpath.dirname(path) in SHARED_PARENTS:
+            problems.append(
+                f"{where} {path} is a directory the system or other programs share; "
+                "name one of the app's own below it (e.g. /var/lib/<app>)"
+            )
+        for variable, managed in sorted((reserved or {}).items()):
+            if (
+                isinstance(managed, str)
+                and managed.startswith("/")
+                and (_within(path, managed) or _within(managed, path))
+            ):
+                problems.append(f"{where} {path} overlaps {variable} {managed}, which deploys rewrite and remove")
+        for earlier in seen:
+            if _within(path, earlier) or _within(earlier, path):
+                problems.append(f"{where} {path} overlaps {earlier}, listed before it")
+        seen.append(path)
+    return problems
+
+
 def sites(apps: list[dict], handlers: list, routes: list, hosts: list, default_host: str) -> dict:
     """Mongrel2's handlers, default-host routes and other hosts: the operator's plus one per app."""
     out_handlers = list(handlers or [])
@@ -207,4 +283,9 @@ def sites(apps: list[dict], handlers: list, routes: list, hosts: list, default_h
 
 class FilterModule:
     def filters(self):
-        return {"apps": expand, "mongrel2_sites": sites, "app_static_route": static_route}
+        return {
+            "apps": expand,
+            "mongrel2_sites": sites,
+            "app_static_route": static_route,
+            "data_dirs_problems": data_dirs_problems,
+        }

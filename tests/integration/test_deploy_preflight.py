@@ -142,6 +142,21 @@ CASES = [
         "wsgi_app_processes",
         id="apps-one-app-s-bad-setting",
     ),
+    pytest.param(
+        {"wsgi_app_data_dirs": ["/tmp/app-data"]},
+        "wsgi_app_data_dirs[0] /tmp/app-data is emptied",
+        id="data-dir-in-tmp",
+    ),
+    pytest.param(
+        {
+            "ringmaster_apps": [
+                {"name": "app", "data_dirs": ["/srv/data"]},
+                {"name": "shop", "hosts": ["shop.test"], "data_dirs": ["/srv/data/shop"], **SHOP_PORTS},
+            ]
+        },
+        "ringmaster_apps[1] (shop): data_dirs /srv/data/shop overlaps /srv/data of ringmaster_apps[0] (app)",
+        id="apps-sharing-a-data-dir",
+    ),
 ]
 
 

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ BASE = {
     "wsgi_app_front_send_port": 9997,
     "wsgi_app_front_recv_port": 9998,
     "wsgi_app_dispatcher_port": 9999,
+    "wsgi_app_data_dirs": [],
 }
 SHOP = {
     "name": "shop",
@@ -103,11 +105,94 @@ def test_an_account_set_for_every_app_is_kept():
             r"ringmaster_apps\[0\] \(app\): dispatcher_port must be a port number",
             id="port-not-number",
         ),
+        pytest.param(
+            [{"name": "app", "data_dirs": ["/srv/data"]}, dict(SHOP, data_dirs=["/srv/data"])],
+            r"ringmaster_apps\[1\] \(shop\): data_dirs /srv/data overlaps /srv/data of ringmaster_apps\[0\] \(app\)",
+            id="same-data-dir",
+        ),
+        pytest.param(
+            [{"name": "app", "data_dirs": ["/srv/data/app"]}, dict(SHOP, data_dirs=["/srv/data"])],
+            r"ringmaster_apps\[1\] \(shop\): data_dirs /srv/data overlaps /srv/data/app of ringmaster_apps\[0\]",
+            id="data-dir-inside-another-app-s",
+        ),
+        pytest.param(
+            [{"name": "app"}, dict(SHOP, name="shop2")],
+            r"ringmaster_apps\[1\] \(shop2\): data_dirs /var/lib/every overlaps /var/lib/every of ringmaster_apps\[0\]",
+            id="one-data-dir-for-every-app",
+        ),
     ],
 )
 def test_bad_input_is_refused_naming_the_variable(apps, message):
+    # The last case sets wsgi_app_data_dirs for every app, as an inventory's group_vars would.
+    base = dict(BASE, wsgi_app_data_dirs=["/var/lib/every"]) if "shop2" in str(apps) else BASE
     with pytest.raises(AnsibleFilterError, match=message):
-        ap.expand(apps, BASE)
+        ap.expand(apps, base)
+
+
+def test_apps_with_data_dirs_of_their_own_are_fine():
+    out = ap.expand(
+        [{"name": "app", "data_dirs": ["/srv/data/app"]}, dict(SHOP, data_dirs=["/srv/data/shop", "/srv/data/app2"])],
+        BASE,
+    )
+    assert [a["vars"]["wsgi_app_data_dirs"] for a in out] == [["/srv/data/app"], ["/srv/data/shop", "/srv/data/app2"]]
+
+
+RESERVED = {"wsgi_app_base_dir": "/opt/ringmaster/apps", "wsgi_app_curve_dir": "/etc/ringmaster/curve"}
+
+
+@pytest.mark.parametrize(
+    "dirs",
+    [
+        pytest.param([], id="none"),
+        pytest.param(["/var/lib/ringmaster-django"], id="var-lib-own"),
+        pytest.param(["/srv/django", "/srv/media/django"], id="two-under-srv"),
+        pytest.param(["/opt/ringmaster/data/django"], id="beside-the-base-dir"),
+        pytest.param(["/home/django/data"], id="below-a-home"),
+    ],
+)
+def test_data_dirs_of_the_app_s_own_pass(dirs):
+    assert ap.data_dirs_problems(dirs, RESERVED) == []
+
+
+@pytest.mark.parametrize(
+    "dirs, message",
+    [
+        pytest.param("/srv/x", r"^wsgi_app_data_dirs must be a list", id="not-a-list"),
+        pytest.param(["srv/x"], r"^wsgi_app_data_dirs\[0\] must be an absolute path", id="relative"),
+        pytest.param(["/srv/my data"], r"^wsgi_app_data_dirs\[0\] must be an absolute path without spaces", id="space"),
+        pytest.param([7], r"^wsgi_app_data_dirs\[0\] must be an absolute path", id="not-a-string"),
+        pytest.param(["/"], r"^wsgi_app_data_dirs\[0\] must be a plain absolute path other than /", id="root"),
+        pytest.param(["/srv/x/"], r"trailing /\); got '/srv/x/'", id="trailing-slash"),
+        pytest.param(["/srv/../etc/x"], r"^wsgi_app_data_dirs\[0\] must be a plain", id="dot-dot"),
+        pytest.param(["//srv/x"], r"^wsgi_app_data_dirs\[0\] must be a plain", id="double-slash"),
+        pytest.param(["/tmp/django"], r"^wsgi_app_data_dirs\[0\] /tmp/django is emptied at boot", id="tmp"),
+        pytest.param(["/run/django"], r"is emptied at boot", id="run"),
+        pytest.param(["/var/tmp/django"], r"is emptied at boot", id="var-tmp"),
+        pytest.param(["/usr/local/django"], r"/usr/local/django is in /usr, which is not an app's", id="usr"),
+        pytest.param(["/root/data"], r"is in /root", id="root-home"),
+        pytest.param(["/srv"], r"/srv is a directory the system or other programs share", id="top-level"),
+        pytest.param(["/var/lib"], r"/var/lib is a directory the system or other programs share", id="var-lib"),
+        pytest.param(["/etc/ssl"], r"share", id="etc-child"),
+        pytest.param(["/home/alice"], r"share", id="a-home"),
+        pytest.param(
+            ["/opt/ringmaster/apps/django/data"],
+            r"overlaps wsgi_app_base_dir /opt/ringmaster/apps, which deploys rewrite",
+            id="inside-the-base-dir",
+        ),
+        pytest.param(["/opt/ringmaster"], r"overlaps wsgi_app_base_dir", id="above-the-base-dir"),
+        pytest.param(["/etc/ringmaster/curve/x"], r"overlaps wsgi_app_curve_dir", id="inside-the-key-dir"),
+        pytest.param(
+            ["/srv/django", "/srv/django/media"],
+            r"^wsgi_app_data_dirs\[1\] /srv/django/media overlaps /srv/django, listed before it",
+            id="nested-in-one-list",
+        ),
+        pytest.param(["/srv/django", "/srv/django"], r"wsgi_app_data_dirs\[1\] /srv/django overlaps", id="twice"),
+    ],
+)
+def test_data_dirs_that_are_not_the_app_s_own_or_not_kept_are_refused(dirs, message):
+    problems = ap.data_dirs_problems(dirs, RESERVED)
+    assert len(problems) == 1, problems
+    assert re.search(message, problems[0]), problems[0]
 
 
 def test_two_apps_on_one_host_under_different_paths_are_fine():
