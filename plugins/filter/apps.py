@@ -186,12 +186,13 @@ def _check_data_dirs(apps: list, out: list[dict]) -> None:
 
 
 # Directories the system empties at boot or the kernel provides: nothing kept there survives.
-VOLATILE = ("/tmp", "/run", "/proc", "/sys", "/dev", "/boot", "/var/tmp", "/var/run", "/var/lock")
-# Directories whose direct children are the system's or other programs' (/var/lib, /etc/ssl,
-# /home/alice): making one of them the app's would hand it everything below.
-SHARED_PARENTS = ("/var", "/etc", "/home")
-# Never the app's: the distribution's files and root's home.
-FORBIDDEN = ("/usr", "/root")
+VOLATILE = ("/tmp", "/run", "/proc", "/sys", "/dev", "/var/tmp", "/var/run", "/var/lock")
+# Read-only (ProtectSystem=full) or hidden (ProtectHome) to every watcher under circusd's
+# sandbox (roles/circus/templates/circusd.service.j2): the app could not write there.
+SANDBOXED = ("/usr", "/boot", "/efi", "/etc", "/home", "/root")
+# Directories whose direct children the system or other programs share (/var/lib, /var/log):
+# making one of them the app's would hand it everything below.
+SHARED_PARENTS = ("/var",)
 
 
 def data_dirs_problems(dirs: list, reserved: dict) -> list[str]:
@@ -216,8 +217,11 @@ def data_dirs_problems(dirs: list, reserved: dict) -> list[str]:
         top = "/" + path.split("/")[1]
         if any(_within(path, v) for v in VOLATILE):
             problems.append(f"{where} {path} is emptied at boot or provided by the kernel; data there is lost")
-        elif any(_within(path, f) for f in FORBIDDEN):
-            problems.append(f"{where} {path} is in {top}, which is not an app's to write")
+        elif any(_within(path, f) for f in SANDBOXED):
+            problems.append(
+                f"{where} {path} is in {top}, read-only or hidden to the app under circusd's sandbox "
+                "(ProtectSystem=full, ProtectHome)"
+            )
         elif path.count("/") == 1 or posixpath.dirname(path) in SHARED_PARENTS:
             problems.append(
                 f"{where} {path} is a directory the system or other programs share; "
