@@ -3,9 +3,9 @@
 RINGMASTER_DJANGO_SECRET_KEY        required; the process refuses to start without it
 RINGMASTER_DJANGO_ALLOWED_HOSTS     comma-separated host names (default: localhost, the name
                                     ``ringmaster-wsgi --check`` sends)
-RINGMASTER_DJANGO_DB                the SQLite file (default /var/lib/ringmaster-django/db.sqlite3);
+RINGMASTER_DJANGO_DB                the SQLite file (default /var/lib/ringmaster/django/db.sqlite3);
                                     the app's account must be able to write it and its directory
-RINGMASTER_DJANGO_MEDIA_ROOT        where uploads are stored (default /var/lib/ringmaster-django/media)
+RINGMASTER_DJANGO_MEDIA_ROOT        where uploads are stored (default /var/lib/ringmaster/django/media)
 RINGMASTER_DJANGO_STATIC_ROOT       where collectstatic gathers the static files (default:
                                     collected_static/ next to manage.py, i.e. in the release)
 RINGMASTER_DJANGO_STATIC_URL        URL of the static files (default "static/": relative, so it
@@ -24,7 +24,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 _PREFIX = "RINGMASTER_DJANGO_"
-_STATE = "/var/lib/ringmaster-django"
+_STATE = "/var/lib/ringmaster/django"
 
 
 def _env(name: str, default: str | None = None) -> str:
