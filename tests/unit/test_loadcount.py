@@ -53,10 +53,13 @@ class Handler(BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def server(mode):
+def server(mode, context=None):
+    """The test server answering in ``mode``; over TLS with ``context``."""
     handler = type("H", (Handler,), {"mode": mode})
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
+    if context is not None:
+        httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
@@ -191,16 +194,8 @@ def tls_server(tmp_path):
     )
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(tmp_path / "site.crt", tmp_path / "site.key")
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), type("H", (Handler,), {"mode": "ok"}))
-    httpd.daemon_threads = True
-    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield httpd.server_address[1]
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with server("ok", context) as port:
+        yield port
 
 
 def test_tls_counts_each_handshakes_certificate(tmp_path):
