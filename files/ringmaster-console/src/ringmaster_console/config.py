@@ -38,6 +38,16 @@ def _positive(value, key: str, where: str):
     return value
 
 
+def _seconds(table: dict, key: str, where: str, default: float) -> float:
+    """A duration in seconds, above 0, as a float."""
+    return float(_positive(_get(table, key, (int, float), where, default=default), key, where))
+
+
+def _count(table: dict, key: str, where: str, default: int) -> int:
+    """A whole number above 0."""
+    return _positive(_get(table, key, int, where, default=default), key, where)
+
+
 def _absolute(value: str, key: str, where: str) -> str:
     if not os.path.isabs(value):
         raise ConfigError(f"{where}: {key} must be an absolute path, got {value!r}")
@@ -95,17 +105,9 @@ def agent_config(data: dict, where: str = "agent config") -> AgentConfig:
             where,
         ),
         scalable=frozenset(apps),
-        max_processes=_positive(
-            _get(scale, "max_processes", int, where, default=64), "max_processes", where
-        ),
-        timeout=float(
-            _positive(_get(circus, "timeout", (int, float), cw, default=1), "timeout", cw)
-        ),
-        action_timeout=float(
-            _positive(
-                _get(circus, "action_timeout", (int, float), cw, default=120), "action_timeout", cw
-            )
-        ),
+        max_processes=_count(scale, "max_processes", where, 64),
+        timeout=_seconds(circus, "timeout", cw, 1),
+        action_timeout=_seconds(circus, "action_timeout", cw, 120),
     )
 
 
@@ -191,19 +193,9 @@ def console_config(data: dict, where: str = "console config") -> ConsoleConfig:
         ),
         hosts=tuple(hosts),
         https=_get(data, "https", bool, where, default=True, required=False),
-        max_processes=_positive(
-            _get(data, "max_processes", int, where, default=256), "max_processes", where
-        ),
-        timeout=float(
-            _positive(_get(data, "timeout", (int, float), where, default=1.5), "timeout", where)
-        ),
-        action_timeout=float(
-            _positive(
-                _get(data, "action_timeout", (int, float), where, default=50),
-                "action_timeout",
-                where,
-            )
-        ),
+        max_processes=_count(data, "max_processes", where, 256),
+        timeout=_seconds(data, "timeout", where, 1.5),
+        action_timeout=_seconds(data, "action_timeout", where, 50),
         chart_js=_get(data, "chart_js", str, where, default=DEFAULT_CHART_JS),
         login_failures_free=_get(data, "login_failures_free", int, where, default=3),
         login_delay_max=float(_get(data, "login_delay_max", (int, float), where, default=60)),
