@@ -277,6 +277,70 @@ def test_bad_tls_input_fails_before_any_change_and_shows_no_key(host, tmp_path, 
     assert _changed_paths(name) == []
 
 
+# The console (ringmaster_console): its preflight, and its agents'. A password hash that would
+# pass, so each case breaks one thing; the plain password must never be shown.
+CONSOLE_PASSWORD = "plain-console-password-in-the-inventory"
+CONSOLE = {
+    "ringmaster_apps": [{"name": "app"}],
+    "ringmaster_console": True,
+    "console_server_names": ["console.test"],
+    "console_password_hash": "scrypt:32768:8:1$abcdefghijklmnop$" + "0" * 128,
+}
+CONSOLE_CASES = [
+    pytest.param(
+        {k: v for k, v in CONSOLE.items() if k != "ringmaster_apps"},
+        "without ringmaster_apps",
+        id="console-without-apps",
+    ),
+    pytest.param(
+        {**CONSOLE, "ringmaster_console": "yes"}, "ringmaster_console must be true or false", id="console-not-bool"
+    ),
+    pytest.param(
+        {**CONSOLE, "console_password_hash": ""}, "console_password_hash is not set", id="console-no-password"
+    ),
+    pytest.param(
+        {**CONSOLE, "console_password_hash": CONSOLE_PASSWORD},
+        "console_password_hash is not a password hash (a plain password?)",
+        id="console-plain-password",
+    ),
+    pytest.param(
+        {**CONSOLE, "console_password_hash": "pbkdf2:sha256:1000$abcdefghij$" + "0" * 64},
+        "console_password_hash is a weak pbkdf2 hash",
+        id="console-weak-hash",
+    ),
+    pytest.param(
+        {**CONSOLE, "console_secret_key": "short-" + CONSOLE_PASSWORD[:10]},
+        "console_secret_key must be empty",
+        id="console-short-secret-key",
+    ),
+    pytest.param({**CONSOLE, "console_server_names": []}, "console_server_names must list", id="console-no-host-name"),
+    pytest.param({**CONSOLE, "console_group": "consoles"}, "console_group must name", id="console-group-missing"),
+    pytest.param(
+        {**CONSOLE, "console_timeout": 0}, "console_timeout must be a number above 0", id="console-timeout-zero"
+    ),
+    pytest.param(
+        {**CONSOLE, "console_dispatcher_port": 9999},
+        "ringmaster_apps[1] (console)",
+        id="console-port-of-another-app",
+    ),
+    pytest.param({**CONSOLE, "console_agent_address": "0.0.0.0"}, "console_agent_address", id="agent-any-address"),
+    pytest.param({**CONSOLE, "console_agent_port": 70000}, "console_agent_port", id="agent-port-above-range"),
+    pytest.param({**CONSOLE, "console_agent_log_level": "loud"}, "console_agent_log_level", id="agent-bad-choice"),
+]
+
+
+@pytest.mark.parametrize(("extra_vars", "named"), CONSOLE_CASES)
+def test_bad_console_input_fails_before_any_change_and_shows_no_secret(host, tmp_path, extra_vars, named):
+    name, inventory = host
+    returncode, output = run_playbook("deploy", inventory, extra_vars, tmp_path)
+    assert returncode != 0, output
+    assert named in output, output
+    assert "PLAY [Circus on every host]" not in output, output
+    for secret in (CONSOLE_PASSWORD, CONSOLE["console_password_hash"]):
+        assert secret not in output, "a console secret in the output"
+    assert _changed_paths(name) == []
+
+
 # A second inventory name for the same container is a worker on "another host": enough to
 # check the rules about links between hosts without a second container.
 TWO_HOST_CASES = [
@@ -298,6 +362,12 @@ TWO_HOST_CASES = [
         {},
         "need mongrel2_handler_transport: tcp",
         id="direct-mode-between-hosts-over-ipc",
+    ),
+    pytest.param(
+        CONSOLE,
+        {},
+        "a loopback address, but the console runs on",
+        id="console-agent-on-loopback-of-another-host",
     ),
 ]
 
