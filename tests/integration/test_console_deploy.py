@@ -15,10 +15,11 @@ from werkzeug.security import generate_password_hash
 PASSWORD = "a long enough test password"
 CONSOLE_HOST = "console.test"
 # A client in the container: Mongrel2's port there, the console's host name, a cookie jar.
-# Prints what it saw as JSON: the statuses of a wrong and a right login, and /api/status.
+# Prints what it saw as JSON: the statuses of a wrong and a right login, and /api/status once every
+# host shows its watchers ("up") or none does ("down").
 CLIENT = r"""
 import http.cookiejar, json, re, sys, time, urllib.error, urllib.parse, urllib.request
-base, host, password = sys.argv[1], sys.argv[2], sys.argv[3]
+base, host, password, want = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 jar = http.cookiejar.CookieJar()
 opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
 def call(path, data=None):
@@ -41,7 +42,7 @@ right, overview = call("/login", {"csrf_token": token(page), "password": passwor
 for attempt in range(20):
     status, body = call("/api/status")
     hosts = json.loads(body)["hosts"] if status == 200 else []
-    if hosts and all(h.get("watchers") for h in hosts):
+    if hosts and all(bool(h.get("watchers")) == (want == "up") for h in hosts):
         break
     time.sleep(1)
 print(json.dumps({"wrong": wrong, "right": right, "overview": "Apps" in overview, "api": status, "hosts": hosts}))
@@ -105,7 +106,7 @@ def test_deployed_console_logs_in_and_lists_the_hosts_watchers(host, tmp_path):
     authorized = podman("exec", name, "ls", "/etc/ringmaster/console-agent/authorized").stdout.split()
     assert authorized == [f"{name}.key"]
 
-    result = podman("exec", name, "python3", "-c", CLIENT, "http://127.0.0.1:6767", CONSOLE_HOST, PASSWORD)
+    result = podman("exec", name, "python3", "-c", CLIENT, "http://127.0.0.1:6767", CONSOLE_HOST, PASSWORD, "up")
     seen = json.loads(result.stdout)
     assert seen["wrong"] == 403, seen
     assert seen["right"] == 200 and seen["overview"], seen
@@ -120,3 +121,10 @@ def test_deployed_console_logs_in_and_lists_the_hosts_watchers(host, tmp_path):
     assert rc == 0, output[-6000:]
     recap = output[output.rindex("PLAY RECAP") :]
     assert "changed=0" in recap, recap
+
+    # The control: without its key let in, the agent answers nothing and the console shows the
+    # host down (so the watchers above came over the authenticated channel).
+    podman("exec", name, "rm", f"/etc/ringmaster/console-agent/authorized/{name}.key")
+    result = podman("exec", name, "python3", "-c", CLIENT, "http://127.0.0.1:6767", CONSOLE_HOST, PASSWORD, "down")
+    (entry,) = json.loads(result.stdout)["hosts"]
+    assert entry["up"] is False, entry
