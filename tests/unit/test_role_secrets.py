@@ -9,8 +9,9 @@ from pathlib import Path
 import yaml
 
 ROLES = Path(__file__).resolve().parents[2] / "roles"
-# What a task touching a secret key names: the secret file, or the key generator that writes it.
-SECRET_MARKS = ("key_secret", "ringmaster_handler.curve")
+# What a task touching a secret key names: the secret file, or the key generator that writes it;
+# and the console's secrets: its session secret file, its configuration, its password hash read.
+SECRET_MARKS = ("key_secret", "ringmaster_handler.curve", "session.key", "console.toml.j2", "console_password_hash |")
 
 
 def _tasks(items):
