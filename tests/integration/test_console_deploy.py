@@ -79,10 +79,16 @@ def host(tmp_path_factory):
         yield name, inventory
 
 
+def _journal(name):
+    """What circusd and the agent logged, to read when a deploy failed."""
+    units = ["-u", "circusd", "-u", "ringmaster-console-agent"]
+    return podman("exec", name, "journalctl", "--no-pager", "-n", "80", *units, check=False).stdout
+
+
 def test_deployed_console_logs_in_and_lists_the_hosts_watchers(host, tmp_path):
     name, inventory = host
     rc, output = run_playbook("deploy", inventory, {}, tmp_path, timeout=1800)
-    assert rc == 0, output[-6000:]
+    assert rc == 0, output[-6000:] + _journal(name)
     # Secrets never in the output: the hash, nor any CURVE secret key file's content.
     assert "scrypt:" not in output
     assert "secret-key" not in output
