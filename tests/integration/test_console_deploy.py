@@ -7,6 +7,7 @@ and the CURVE link between console and agent are the ones deploy.yml installs.
 """
 
 import json
+import subprocess
 
 import pytest
 from playbook_run import IMAGE, REPO, booted_container, podman, run_playbook
@@ -87,8 +88,15 @@ def _journal(name):
 
 def test_deployed_console_logs_in_and_lists_the_hosts_watchers(host, tmp_path):
     name, inventory = host
+    try:
+        _deploy_and_use_the_console(name, inventory, tmp_path)
+    except (AssertionError, subprocess.CalledProcessError) as exc:
+        raise AssertionError(f"{exc}\n--- the host's journal ---\n{_journal(name)}") from exc
+
+
+def _deploy_and_use_the_console(name, inventory, tmp_path):
     rc, output = run_playbook("deploy", inventory, {}, tmp_path, timeout=1800)
-    assert rc == 0, output[-6000:] + _journal(name)
+    assert rc == 0, output[-6000:]
     # Secrets never in the output: the hash, nor any CURVE secret key file's content.
     assert "scrypt:" not in output
     assert "secret-key" not in output
