@@ -136,9 +136,11 @@ def _deploy_and_use_the_console(name, inventory, tmp_path):
     recap = output[output.rindex("PLAY RECAP") :]
     assert "changed=0" in recap, recap
 
-    # The control: without its key let in, the agent answers nothing and the console shows the
-    # host down (so the watchers above came over the authenticated channel).
+    # The control: without its key let in, the restarted agent answers nothing and the console
+    # shows the host down (so the watchers above came over the authenticated channel). ZAP is
+    # asked only when a connection starts: removing the file alone keeps the open one.
     podman("exec", name, "rm", f"/etc/ringmaster/console-agent/authorized/{name}.key")
+    podman("exec", name, "systemctl", "restart", "ringmaster-console-agent")
     result = podman("exec", name, "python3", "-c", CLIENT, "http://127.0.0.1:6767", CONSOLE_HOST, PASSWORD, "down")
     (entry,) = json.loads(result.stdout)["hosts"]
     assert entry["up"] is False, entry
