@@ -313,7 +313,7 @@ CONSOLE_CASES = [
         "console_secret_key must be empty",
         id="console-short-secret-key",
     ),
-    pytest.param({**CONSOLE, "console_server_names": []}, "console_server_names must list", id="console-no-host-name"),
+    pytest.param({**CONSOLE, "console_server_names": []}, "console_server_names []", id="console-no-host-name"),
     pytest.param({**CONSOLE, "console_group": "consoles"}, "console_group must name", id="console-group-missing"),
     pytest.param(
         {**CONSOLE, "console_timeout": 0}, "console_timeout must be a number above 0", id="console-timeout-zero"
@@ -364,7 +364,7 @@ TWO_HOST_CASES = [
         id="direct-mode-between-hosts-over-ipc",
     ),
     pytest.param(
-        CONSOLE,
+        {**CONSOLE, "wsgi_app_dispatcher_bind_address": "0.0.0.0"},
         {},
         "a loopback address, but the console runs on",
         id="console-agent-on-loopback-of-another-host",
