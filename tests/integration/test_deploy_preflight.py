@@ -264,6 +264,43 @@ TLS_CASES = [
 ]
 
 
+_TLS_ON = {
+    "mongrel2_tls": True,
+    "mongrel2_tls_certificates": [{"names": ["localhost"], "cert": _GOOD_CERT, "key": _GOOD_KEY}],
+}
+
+PLAIN_HTTP_CASES = [
+    pytest.param(
+        {"mongrel2_http_port": 8080},
+        "mongrel2_http_port (8080) adds a plain-HTTP server next to the TLS one",
+        id="plain-http-without-tls",
+    ),
+    pytest.param(
+        {**_TLS_ON, "mongrel2_http_port": 6767},
+        "mongrel2_http_port (6767) must differ from mongrel2_port",
+        id="plain-http-on-the-tls-port",
+    ),
+    pytest.param(
+        {**_TLS_ON, "mongrel2_http_port": 8080, "mongrel2_handler_transport": "tcp"},
+        "mongrel2_http_port needs mongrel2_handler_transport ipc",
+        id="plain-http-with-tcp-handler-sockets",
+    ),
+    pytest.param(
+        {"mongrel2_https_public_port": 70000}, "mongrel2_https_public_port", id="public-https-port-above-range"
+    ),
+    pytest.param(
+        {"wsgi_app_hsts_include_subdomains": True},
+        "wsgi_app_hsts_include_subdomains",
+        id="hsts-subdomains-without-max-age",
+    ),
+]
+
+
+@pytest.mark.parametrize(("extra_vars", "named"), PLAIN_HTTP_CASES)
+def test_bad_plain_http_and_hsts_input_fails_before_any_change(host, tmp_path, extra_vars, named):
+    test_bad_input_fails_before_any_change(host, tmp_path, extra_vars, named)
+
+
 @pytest.mark.parametrize(("certificate", "named"), TLS_CASES)
 def test_bad_tls_input_fails_before_any_change_and_shows_no_key(host, tmp_path, certificate, named):
     name, inventory = host
