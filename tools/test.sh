@@ -59,9 +59,6 @@ stage "deploy.yml and scale.yml: bad input fails before any change (real contain
 # is per module and worker) and no case changes anything another can see.
 python -m pytest -q -p no:cacheprovider -n 2 --dist load tests/integration/test_deploy_preflight.py tests/integration/test_scale_preflight.py
 
-stage "the circus contract: other group names and circus paths, deploy/scale/status end to end (real container)"
-python -m pytest -q -p no:cacheprovider tests/integration/test_circus_contract.py
-
 for scenario in "${scenarios[@]}"; do
     stage "molecule test -s $scenario"
     molecule test -s "$scenario"
