@@ -160,6 +160,8 @@ CASES = [
 ]
 
 
+# One container per module and pytest-xdist worker (tools/test.sh runs these on two), with a
+# unique name: the cases that rewrite the release files change only their own worker's container.
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
     with booted_container("ringmaster-preflight", IMAGE) as name:
