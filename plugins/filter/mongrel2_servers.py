@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from ansible_collections.ringmaster.stack.plugins.module_utils.tls_names import covers
+
 DOCUMENTATION = r"""
 name: mongrel2_servers
 short_description: The hosts and routes of Mongrel2's main server and of its plain-HTTP server
@@ -79,16 +81,6 @@ _value:
 
 PLAIN_PREFIX = "plain_h_"
 REDIRECT_TARGET = "plain_redirect"
-
-
-def covers(pattern: str, name: str) -> bool:
-    """The same rule as tls_problems.covers: equal, or *.domain for exactly one leftmost label."""
-    if pattern == name:
-        return True
-    if pattern.startswith("*.") and not name.startswith("*."):
-        head, dot, rest = name.partition(".")
-        return bool(head) and bool(dot) and rest == pattern[2:]
-    return False
 
 
 def covered(name: str, certificates: list) -> bool:

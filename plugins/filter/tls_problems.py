@@ -8,6 +8,8 @@ from __future__ import annotations
 import datetime
 import re
 
+from ansible_collections.ringmaster.stack.plugins.module_utils.tls_names import covers
+
 DOCUMENTATION = r"""
 name: tls_problems
 short_description: Problems with the TLS certificates, keys and cipher list of Mongrel2 or the TLS proxy
@@ -96,17 +98,6 @@ ROLES = {
 DNS_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 NAME = re.compile(rf"^(\*\.)?{DNS_LABEL}(\.{DNS_LABEL})*$")
 MIN_RSA_BITS = 2048
-
-
-def covers(pattern, name):
-    """Whether a certificate or entry name covers a host name: equal, or a wildcard for exactly one
-    leftmost label (RFC 6125, and the only wildcard Mongrel2 looks up: _.<rest>.crt)."""
-    if pattern == name:
-        return True
-    if pattern.startswith("*.") and not name.startswith("*."):
-        head, dot, rest = name.partition(".")
-        return bool(head) and bool(dot) and rest == pattern[2:]
-    return False
 
 
 def _read(entry, where, content_key, file_key, what, problems):
