@@ -63,8 +63,31 @@ def ensure_tools() -> bool:
     print(f"bench: installing {' '.join(missing)}", file=sys.stderr)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
+    # nginx's package would start it on port 80, a port that is not ours: the
+    # benchmarks run their own servers, so no package may start or enable one.
+    with services_held():
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
+    units = [Path(line).name for line in subprocess.run(
+        ["dpkg", "-L", *missing], capture_output=True, text=True, check=True).stdout.splitlines()
+        if re.fullmatch(r"/(usr/)?lib/systemd/system/[^/]+\.service", line)]  # fmt: skip
+    if units:
+        subprocess.run(["systemctl", "disable", "--quiet", *units], check=False)
     return all(shutil.which(tool) for tool in DEBIAN_TOOLS)
+
+
+@contextlib.contextmanager
+def services_held():
+    """Debian's policy-rc.d: exit 101 forbids maintainer scripts to start services."""
+    policy = Path("/usr/sbin/policy-rc.d")
+    if policy.exists():
+        yield
+        return
+    policy.write_text("#!/bin/sh\n# ringmaster bench: no service starts while packages install\nexit 101\n")
+    policy.chmod(0o755)
+    try:
+        yield
+    finally:
+        policy.unlink()
 
 
 def ensure_venv() -> Path:

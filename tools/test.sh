@@ -55,10 +55,9 @@ stage "module: integration against a real circusd"
 bash tests/integration/targets/circus_watcher/run-local.sh
 
 stage "deploy.yml and scale.yml: bad input fails before any change (real container)"
-python -m pytest -q -p no:cacheprovider tests/integration/test_deploy_preflight.py tests/integration/test_scale_preflight.py
-
-stage "the circus contract: other group names and circus paths, deploy/scale/status end to end (real container)"
-python -m pytest -q -p no:cacheprovider tests/integration/test_circus_contract.py
+# On two workers, cases dealt out one by one: each worker boots its own container (the fixture
+# is per module and worker) and no case changes anything another can see.
+python -m pytest -q -p no:cacheprovider -n 2 --dist load tests/integration/test_deploy_preflight.py tests/integration/test_scale_preflight.py
 
 for scenario in "${scenarios[@]}"; do
     stage "molecule test -s $scenario"

@@ -4,6 +4,8 @@ GET /        a greeting naming the host and process that answered
 POST /echo   the request body, byte for byte
 GET /health  "ok", for checks that should not depend on the greeting's wording
 GET /scheme  wsgi.url_scheme, the host and port the app sees (https behind Mongrel2's TLS)
+GET /remote  REMOTE_ADDR and wsgi.url_scheme: the client as the app sees it (behind a TLS
+             proxy, the proxy's X-Forwarded-For and -Proto when the handler trusts it)
 GET or POST /sleep?seconds=N (or ?s=N)
              waits N seconds (at most 30), then greets: a slow request for
              head-of-line, fault and request-timeout tests
@@ -114,6 +116,8 @@ def application(environ, start_response):
         return _multipart(environ, start_response)
     if path == "/health":
         return _respond(start_response, "200 OK", b"ok\n")
+    if path == "/remote":
+        return _respond(start_response, "200 OK", f"{environ['REMOTE_ADDR']} {environ['wsgi.url_scheme']}\n".encode())
     if path == "/scheme":
         seen = f"{environ['wsgi.url_scheme']} {environ.get('SERVER_NAME', '')} {environ.get('SERVER_PORT', '')}\n"
         return _respond(start_response, "200 OK", seen.encode())

@@ -64,6 +64,9 @@ NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 # The role defaults of the account; an app listed in ringmaster_apps gets its own instead.
 SHARED_ACCOUNT = "ringmaster"
 PORTS = ("dispatcher_port", "front_send_port", "front_recv_port")
+# Ports a dispatcher on the fronts listens on only when set (0: off): the
+# inventory's value is every app's unless an entry sets its own.
+OPTIONAL_PORTS = ("dispatcher_metrics_port",)
 
 
 def _fail(message: str) -> None:
@@ -140,7 +143,7 @@ def _check_ports(apps: list, out: list[dict]) -> None:
     owner: dict[int, tuple[int, str]] = {}
     for index, entry in enumerate(out):
         where = _where(index, apps[index])
-        for setting in PORTS:
+        for setting in PORTS + OPTIONAL_PORTS:
             value = entry["vars"].get(PREFIX + setting)
             if value is None:
                 continue
@@ -148,11 +151,13 @@ def _check_ports(apps: list, out: list[dict]) -> None:
                 port = int(value)
             except (TypeError, ValueError):
                 _fail(f"{where}: {setting} must be a port number; got {value!r}")
+            if setting in OPTIONAL_PORTS and port == 0:
+                continue
             if port in owner and owner[port][0] != index:
                 other, other_setting = owner[port]
                 _fail(
                     f"{where}: {setting} {port} is already {other_setting} of {_where(other, apps[other])}; "
-                    f"give each app its own {', '.join(PORTS)}"
+                    f"give each app its own {', '.join(PORTS)} and, when set, {', '.join(OPTIONAL_PORTS)}"
                 )
             owner[port] = (index, setting)
 

@@ -49,6 +49,21 @@ CASES = [
         "mongrel2_app_routes",
         id="static-url-taken-by-a-route",
     ),
+    pytest.param(
+        {"ringmaster_tls_proxy": True, "mongrel2_bind_address": "0.0.0.0"},
+        "mongrel2_bind_address must be 127.0.0.1 or ::1",
+        id="tls-proxy-with-mongrel2-on-every-interface",
+    ),
+    pytest.param(
+        {"ringmaster_tls_proxy": True},
+        "tls_proxy_certificates must list at least one certificate",
+        id="tls-proxy-without-certificate",
+    ),
+    pytest.param(
+        {"wsgi_app_forwarded_allow_ips": ["proxy.example.com"]},
+        "wsgi_app_forwarded_allow_ips must list IP addresses or networks",
+        id="trusted-proxy-not-an-address",
+    ),
     pytest.param({"circus_log_level": "loud"}, "circus_log_level", id="bad-choice"),
     pytest.param({"circus_metrics_port": 70000}, "circus_metrics_port", id="circus-metrics-port-above-range"),
     pytest.param(
@@ -160,6 +175,8 @@ CASES = [
 ]
 
 
+# One container per module and pytest-xdist worker (tools/test.sh runs these on two), with a
+# unique name: the cases that rewrite the release files change only their own worker's container.
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
     with booted_container("ringmaster-preflight", IMAGE) as name:
@@ -264,6 +281,43 @@ TLS_CASES = [
 ]
 
 
+_TLS_ON = {
+    "mongrel2_tls": True,
+    "mongrel2_tls_certificates": [{"names": ["localhost"], "cert": _GOOD_CERT, "key": _GOOD_KEY}],
+}
+
+PLAIN_HTTP_CASES = [
+    pytest.param(
+        {"mongrel2_http_port": 8080},
+        "mongrel2_http_port (8080) adds a plain-HTTP server next to the TLS one",
+        id="plain-http-without-tls",
+    ),
+    pytest.param(
+        {**_TLS_ON, "mongrel2_http_port": 6767},
+        "mongrel2_http_port (6767) must differ from mongrel2_port",
+        id="plain-http-on-the-tls-port",
+    ),
+    pytest.param(
+        {**_TLS_ON, "mongrel2_http_port": 8080, "mongrel2_handler_transport": "tcp"},
+        "mongrel2_http_port needs mongrel2_handler_transport ipc",
+        id="plain-http-with-tcp-handler-sockets",
+    ),
+    pytest.param(
+        {"mongrel2_https_public_port": 70000}, "mongrel2_https_public_port", id="public-https-port-above-range"
+    ),
+    pytest.param(
+        {"wsgi_app_hsts_include_subdomains": True},
+        "wsgi_app_hsts_include_subdomains",
+        id="hsts-subdomains-without-max-age",
+    ),
+]
+
+
+@pytest.mark.parametrize(("extra_vars", "named"), PLAIN_HTTP_CASES)
+def test_bad_plain_http_and_hsts_input_fails_before_any_change(host, tmp_path, extra_vars, named):
+    test_bad_input_fails_before_any_change(host, tmp_path, extra_vars, named)
+
+
 @pytest.mark.parametrize(("certificate", "named"), TLS_CASES)
 def test_bad_tls_input_fails_before_any_change_and_shows_no_key(host, tmp_path, certificate, named):
     name, inventory = host
@@ -274,6 +328,18 @@ def test_bad_tls_input_fails_before_any_change_and_shows_no_key(host, tmp_path, 
     assert "PLAY [Circus on every host]" not in output, output
     for key in (_GOOD_KEY, _OTHER_KEY, _EXPIRED_KEY):
         assert key.splitlines()[1] not in output, "key material in the output"
+    assert _changed_paths(name) == []
+
+
+def test_bad_tls_proxy_certificate_fails_before_any_change_and_shows_no_key(host, tmp_path):
+    name, inventory = host
+    certificate = {"names": ["localhost"], "cert": _GOOD_CERT, "key": _OTHER_KEY}
+    extra_vars = {"ringmaster_tls_proxy": True, "tls_proxy_certificates": [certificate]}
+    returncode, output = run_playbook("deploy", inventory, extra_vars, tmp_path)
+    assert returncode != 0, output
+    assert "tls_proxy_certificates[0]: the key does not match the certificate" in output, output
+    assert "PLAY [Circus on every host]" not in output, output
+    assert _OTHER_KEY.splitlines()[1] not in output, "key material in the output"
     assert _changed_paths(name) == []
 
 

@@ -33,7 +33,15 @@ def role(request):
 
 def test_every_role_is_checked():
     # common, the internal role, has no variables of its own (only entry-point parameters).
-    assert set(ROLE_NAMES) == {"circus", "console", "console_agent", "mongrel2", "wsgi_app", "wsgi_app_dispatcher"}
+    assert set(ROLE_NAMES) == {
+        "circus",
+        "console",
+        "console_agent",
+        "mongrel2",
+        "tls_proxy",
+        "wsgi_app",
+        "wsgi_app_dispatcher",
+    }
 
 
 def test_same_variables(role):

@@ -6,6 +6,7 @@ Neither do the tasks that carry wsgi_app_env, which may hold the app's secrets.
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROLES = Path(__file__).resolve().parents[2] / "roles"
@@ -79,21 +80,23 @@ def test_every_task_naming_the_env_values_has_no_log():
                 assert task.get("no_log") is True, f"{path.name}: {task.get('name')}"
 
 
-MONGREL2_TASKS = ROLES / "mongrel2" / "tasks"
 # A TLS private key: an entry's key (content) or key_file (read), or the preflight filter reading them.
 TLS_KEY = re.compile(r"\.key\s+if\b|\.key_file\b|stack\.tls_problems")
 
 
-def test_every_task_carrying_a_tls_key_has_no_log_and_no_diff():
+# The roles that write TLS keys: Mongrel2's own TLS and the TLS proxy.
+@pytest.mark.parametrize("role", ["mongrel2", "tls_proxy"])
+def test_every_task_carrying_a_tls_key_has_no_log_and_no_diff(role):
     found = []
-    for path in sorted(MONGREL2_TASKS.glob("*.yml")):
+    for path in sorted((ROLES / role / "tasks").glob("*.yml")):
         for task in _tasks(yaml.safe_load(path.read_text())):
             # The content or lookup carrying the key, not a path ending in .key.
             body = yaml.safe_dump({k: v for k, v in task.items() if k not in ("name", "block", "rescue", "always")})
             if TLS_KEY.search(body):
                 found.append((path.name, task))
-    # The server's key, the SNI keys, and the preflight that reads them all.
-    assert len(found) >= 3, [t.get("name") for _, t in found]
+    # mongrel2: the server's key, the SNI keys, and the preflight that reads them all;
+    # tls_proxy: the certificate files (chain and key) and the preflight.
+    assert len(found) >= (3 if role == "mongrel2" else 2), [t.get("name") for _, t in found]
     for name, task in found:
         assert task.get("no_log") is True, f"{name}: {task.get('name')}"
         if "ansible.builtin.copy" in task:

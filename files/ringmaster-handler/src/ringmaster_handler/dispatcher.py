@@ -278,7 +278,8 @@ class Dispatcher(Scheduler):
         return True
 
     def _sync_liveness(self) -> None:
-        self._read_monitor()
+        # (Called while a handler message is being handled: the ROUTER cannot be read here.)
+        self._read_monitor(read_first=False)
 
     def _serve(self) -> None:
         router, m2_in = self.router, self.m2_in
@@ -378,7 +379,8 @@ class Dispatcher(Scheduler):
         if events & zmq.POLLIN or self.backlog:
             self._m2_out_ready(events)
 
-    def _read_workers(self) -> None:
+    def _read_workers(self) -> bool:
+        """Handle up to a batch of handler messages; False once none is left."""
         router = self.router
         recv = router.recv
         handle = self.on_worker_frame
@@ -386,7 +388,7 @@ class Dispatcher(Scheduler):
             try:
                 ident = recv(_NOBLOCK)
             except zmq.Again:
-                break
+                return False
             # As a Frame: its "more" flag is cheaper than getsockopt(RCVMORE), and a
             # newcomer's socket number and key name are on it.
             part = recv(copy=False)
@@ -409,6 +411,7 @@ class Dispatcher(Scheduler):
                 self._after_error(self.fail_worker_frame, ident, frame)
             if self.backlog_bytes > BATCH_BYTES:
                 break
+        return True
 
     def _discard_rest(self) -> None:
         while self.router.getsockopt(zmq.RCVMORE):
@@ -436,7 +439,7 @@ class Dispatcher(Scheduler):
         except Exception:
             log.exception("internal error while failing a request after an error")
 
-    def _read_monitor(self) -> None:
+    def _read_monitor(self, read_first: bool = True) -> None:
         monitor = self.monitor
         while True:
             try:
@@ -445,6 +448,11 @@ class Dispatcher(Scheduler):
                 return
             event, fd = monitor_event(frames)
             if event == zmq.EVENT_DISCONNECTED:
+                # A handler's last replies are queued on the ROUTER before its disconnect
+                # event is; read after it, they would come from a stranger (dropped) and
+                # the requests they answer would be retried or failed.
+                while read_first and self._read_workers():
+                    self._flush_backlog()
                 self.on_disconnect(fd)
             elif event:
                 # The event names no peer address (the ZAP handler logs those it sees).

@@ -23,6 +23,7 @@ BASE = {
     "wsgi_app_front_send_port": 9997,
     "wsgi_app_front_recv_port": 9998,
     "wsgi_app_dispatcher_port": 9999,
+    "wsgi_app_dispatcher_metrics_port": 0,
     "wsgi_app_data_dirs": [],
 }
 SHOP = {
@@ -99,6 +100,17 @@ def test_an_account_set_for_every_app_is_kept():
             [{"name": "app"}, dict(SHOP, front_recv_port=9997)],
             r"ringmaster_apps\[1\] \(shop\): front_recv_port 9997 is already front_send_port",
             id="port-across-settings",
+        ),
+        pytest.param(
+            [{"name": "app", "dispatcher_metrics_port": 9180}, dict(SHOP, dispatcher_metrics_port=9180)],
+            r"ringmaster_apps\[1\] \(shop\): dispatcher_metrics_port 9180 is already dispatcher_metrics_port of "
+            r"ringmaster_apps\[0\] \(app\)",
+            id="same-metrics-port",
+        ),
+        pytest.param(
+            [{"name": "app", "dispatcher_metrics_port": 9989}, SHOP],
+            r"ringmaster_apps\[1\] \(shop\): dispatcher_port 9989 is already dispatcher_metrics_port",
+            id="metrics-port-is-another-apps-port",
         ),
         pytest.param(
             [{"name": "app", "dispatcher_port": "x"}],

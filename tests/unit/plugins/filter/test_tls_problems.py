@@ -255,3 +255,61 @@ def test_the_role_default_ciphers_pass():
     defaults = pathlib.Path(__file__).resolve().parents[4] / "roles" / "mongrel2" / "defaults" / "main.yml"
     ciphers = yaml.safe_load(defaults.read_text())["mongrel2_tls_ciphers"]
     assert tp.tls_problems([GOOD], ["www.example.com"], ciphers, now=NOW.isoformat()) == []
+
+
+# The tls_proxy role: the same certificate rules, its own variables, OpenSSL's cipher names.
+PROXY_CIPHERS = ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-CHACHA20-POLY1305"]
+PROXY_CASES = [
+    pytest.param([GOOD], ["www.example.com"], PROXY_CIPHERS, [], id="proxy-good"),
+    pytest.param([], [], PROXY_CIPHERS, ["tls_proxy_certificates must list at least one certificate"], id="proxy-none"),
+    pytest.param(
+        [entry(names=["other.example.com"])],
+        ["www.example.com"],
+        PROXY_CIPHERS,
+        ["tls_proxy_certificates[0]: the certificate does not cover other.example.com",
+         "tls_proxy_certificates: no entry's names cover the TLS host www.example.com"],
+        id="proxy-names",
+    ),
+    pytest.param(
+        [entry(key=key_pem(OTHER))], ["www.example.com"], PROXY_CIPHERS,
+        ["tls_proxy_certificates[0]: the key does not match the certificate"], id="proxy-wrong-key",
+    ),
+    pytest.param(
+        [entry(cert=cert_pem(KEY, end=NOW - DAY, start=NOW - 9 * DAY))], ["www.example.com"], PROXY_CIPHERS,
+        ["tls_proxy_certificates[0]: the certificate expired"], id="proxy-expired",
+    ),
+    pytest.param(
+        [entry(key=key_pem(KEY, b"secret"))], ["www.example.com"], PROXY_CIPHERS,
+        ["tls_proxy_certificates[0]: the key is encrypted, and HAProxy would ask"], id="proxy-key-encrypted",
+    ),
+    pytest.param(
+        [GOOD], ["www.example.com"], [*PROXY_CIPHERS, "ECDHE-RSA-AES128-SHA"],
+        ["tls_proxy_ciphers may hold only TLS 1.2 ECDHE AEAD suites in OpenSSL names", "ECDHE-RSA-AES128-SHA"],
+        id="proxy-cbc-cipher",
+    ),
+    pytest.param(
+        [GOOD], ["www.example.com"], ["TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256"],
+        ["tls_proxy_ciphers may hold only"], id="proxy-mbedtls-name",
+    ),
+    pytest.param([GOOD], ["www.example.com"], [], ["tls_proxy_ciphers must list at least one"], id="proxy-no-cipher"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("certificates", "hosts", "ciphers", "expected"), PROXY_CASES)
+def test_tls_proxy_problems(certificates, hosts, ciphers, expected):
+    problems = tp.tls_problems(certificates, hosts, ciphers, now=NOW.isoformat(), role="tls_proxy")
+    if not expected:
+        assert problems == []
+    for part in expected:
+        assert any(part in p for p in problems), problems
+    assert not any("mongrel2" in p for p in problems), problems
+
+
+def test_the_tls_proxy_role_default_ciphers_pass():
+    import pathlib
+
+    import yaml
+
+    defaults = pathlib.Path(__file__).resolve().parents[4] / "roles" / "tls_proxy" / "defaults" / "main.yml"
+    ciphers = yaml.safe_load(defaults.read_text())["tls_proxy_ciphers"]
+    assert tp.tls_problems([GOOD], ["www.example.com"], ciphers, now=NOW.isoformat(), role="tls_proxy") == []
