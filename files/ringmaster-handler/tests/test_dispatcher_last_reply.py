@@ -80,3 +80,26 @@ def test_the_last_reply_is_read_before_the_handler_is_forgotten(wired):
     assert len(d.queue) == 0
     _wait(sub, "the reply at Mongrel2")
     assert sub.recv() == reply_prefix_of(REQUEST) + REPLY
+
+
+def test_a_new_handler_on_the_same_socket_is_not_the_one_forgotten(wired):
+    """The drain before a disconnect may read the hello of a new handler whose connection got
+    the old one's file descriptor (a recycled handler's successor): the old handler goes, the
+    new one stays."""
+    d, _push, _sub, handler = wired
+    (old,) = d.workers.values()
+    handler.close()
+    _wait(d.monitor, "the disconnect event")
+    newcomer = handler.context.socket(zmq.DEALER)
+    newcomer.setsockopt(zmq.LINGER, 0)
+    newcomer.connect(d.router.getsockopt(zmq.LAST_ENDPOINT).decode())
+    newcomer.send(hello_frame({"pid": 2, "host": "test"}))
+    _wait(d.router, "the newcomer's hello")
+    time.sleep(0.05)
+    try:
+        d._read_monitor()  # housekeeping: the old one's event, the newcomer's hello unread
+        (new,) = d.workers.values()
+        assert new is not old and new.fd == old.fd, "the precondition: the same descriptor"
+        assert new.name == "test:2"
+    finally:
+        newcomer.close()

@@ -448,12 +448,17 @@ class Dispatcher(Scheduler):
                 return
             event, fd = monitor_event(frames)
             if event == zmq.EVENT_DISCONNECTED:
+                gone = self.worker_on(fd)
+                if gone is None:
+                    continue
                 # A handler's last replies are queued on the ROUTER before its disconnect
                 # event is; read after it, they would come from a stranger (dropped) and
-                # the requests they answer would be retried or failed.
+                # the requests they answer would be retried or failed. (Among them may be
+                # the hello of a new handler whose connection got the same fd: the one
+                # forgotten is the one looked up first.)
                 while read_first and self._read_workers():
                     self._flush_backlog()
-                self.on_disconnect(fd)
+                self.on_worker_gone(gone)
             elif event:
                 # The event names no peer address (the ZAP handler logs those it sees).
                 self._plain_refusals.refused(

@@ -465,6 +465,13 @@ class Scheduler:
         if w is not None:
             self._forget(w, "disconnected")
 
+    def worker_on(self, fd: int) -> Worker | None:
+        return self.by_fd.get(fd)
+
+    def on_worker_gone(self, w: Worker) -> None:
+        """``w``'s connection is gone (``on_disconnect`` for a worker looked up before)."""
+        self._forget(w, "disconnected")
+
     def send_cancels(self, everything: bool = False) -> None:
         """Send the ctl cancels that are due (see CANCEL_DELAY); all of them when stopping."""
         cancels = self.cancels
