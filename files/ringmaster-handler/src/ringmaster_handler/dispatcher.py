@@ -448,7 +448,7 @@ class Dispatcher(Scheduler):
                 return
             event, fd = monitor_event(frames)
             if event == zmq.EVENT_DISCONNECTED:
-                gone = self.worker_on(fd)
+                gone = self.by_fd.get(fd)
                 if gone is None:
                     continue
                 # A handler's last replies are queued on the ROUTER before its disconnect

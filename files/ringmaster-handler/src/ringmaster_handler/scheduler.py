@@ -463,13 +463,10 @@ class Scheduler:
         """The connection on ``fd`` is gone (process exited, host died, heartbeat timeout)."""
         w = self.by_fd.get(fd)
         if w is not None:
-            self._forget(w, "disconnected")
-
-    def worker_on(self, fd: int) -> Worker | None:
-        return self.by_fd.get(fd)
+            self.on_worker_gone(w)
 
     def on_worker_gone(self, w: Worker) -> None:
-        """``w``'s connection is gone (``on_disconnect`` for a worker looked up before)."""
+        """``w``'s connection is gone (looked up by its fd before other messages were read)."""
         self._forget(w, "disconnected")
 
     def send_cancels(self, everything: bool = False) -> None:
