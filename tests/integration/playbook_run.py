@@ -27,6 +27,21 @@ def run_playbook(name, inventory, extra_vars, scratch, timeout=300):
     return result.returncode, result.stdout + result.stderr
 
 
+def one_host_inventory(path, name, **extra):
+    """An inventory in which the container ``name`` is front and worker, reached with podman exec,
+    serving the sample app; ``extra`` adds group_vars/all. Written to ``path``, which is returned."""
+    variables = {
+        "ansible_connection": "containers.podman.podman",
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "wsgi_app_module": "hello:application",
+        "wsgi_app_source_dir": str(REPO / "files" / "sample_app"),
+        **extra,
+    }
+    groups = {"front": {"hosts": {name: None}}, "worker": {"hosts": {name: None}}}
+    path.write_text(json.dumps({"all": {"vars": variables, "children": groups}}))
+    return path
+
+
 def podman(*args, check=True):
     return subprocess.run(["podman", *args], check=check, capture_output=True, text=True)
 

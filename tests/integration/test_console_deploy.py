@@ -10,7 +10,7 @@ import json
 import subprocess
 
 import pytest
-from playbook_run import IMAGE, REPO, booted_container, podman, run_playbook
+from playbook_run import IMAGE, booted_container, one_host_inventory, podman, run_playbook
 from werkzeug.security import generate_password_hash
 
 PASSWORD = "a long enough test password"
@@ -53,29 +53,17 @@ print(json.dumps({"wrong": wrong, "right": right, "overview": "Apps" in overview
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
     with booted_container("ringmaster-console", IMAGE) as name:
-        inventory = tmp_path_factory.mktemp("inventory") / "hosts.yml"
-        inventory.write_text(
-            json.dumps(
-                {
-                    "all": {
-                        "vars": {
-                            "ansible_connection": "containers.podman.podman",
-                            "ansible_python_interpreter": "/usr/bin/python3",
-                            "wsgi_app_module": "hello:application",
-                            "wsgi_app_source_dir": str(REPO / "files" / "sample_app"),
-                            "wsgi_app_processes": 1,
-                            "ringmaster_apps": [{"name": "app"}],
-                            "ringmaster_console": True,
-                            "console_server_names": [CONSOLE_HOST],
-                            "console_processes": 1,
-                            # Plain HTTP in this lab: the cookie without Secure (docs/console.md).
-                            "console_https": False,
-                            "console_password_hash": generate_password_hash(PASSWORD, method="scrypt"),
-                        },
-                        "children": {"front": {"hosts": {name: None}}, "worker": {"hosts": {name: None}}},
-                    }
-                }
-            )
+        inventory = one_host_inventory(
+            tmp_path_factory.mktemp("inventory") / "hosts.yml",
+            name,
+            wsgi_app_processes=1,
+            ringmaster_apps=[{"name": "app"}],
+            ringmaster_console=True,
+            console_server_names=[CONSOLE_HOST],
+            console_processes=1,
+            # Plain HTTP in this lab: the cookie without Secure (docs/console.md).
+            console_https=False,
+            console_password_hash=generate_password_hash(PASSWORD, method="scrypt"),
         )
         yield name, inventory
 
